@@ -1,0 +1,159 @@
+"""Sparse nodal analysis of a subarray and its effective transfer matrix.
+
+The array is linear, so its amplifier outputs are an affine map of the input-line voltages:
+``v_out = A @ u + b`` (b comes from the bias line held at V_DD).  We assemble the nodal
+conductance matrix G once from triplets, LU-factor it once (SuperLU), and obtain A by the
+adjoint method: m solves with G^T (one per output) instead of one solve per input vector.  A
+batch of input vectors then costs one dense matrix product, exactly as the ideal product would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from imac.circuit.netlist import FIXED, NodeMap, Resistors, Subarray, number_nodes, resistors
+from imac.errors import ShapeError
+
+
+@dataclass
+class SolvedSubarray:
+    """A factored subarray: its transfer matrix and the means to recover node voltages."""
+
+    sub: Subarray
+    nodes: NodeMap
+    elements: Resistors
+    G: sp.csc_matrix
+    B: sp.csc_matrix  # (n_unknowns, rows): injection from the source voltages
+    C: sp.csr_matrix  # (cols, n_unknowns): amplifier outputs from node voltages
+    lu: spla.SuperLU
+    A_full: np.ndarray  # (cols, rows): outputs per source voltage, bias line included
+
+    @property
+    def A(self) -> np.ndarray:
+        """Transfer matrix from the caller's inputs (bias line excluded), V/V, (cols, n_inputs)."""
+        return self.A_full[:, : self.sub.n_inputs]
+
+    def offset(self, v_bias: float) -> np.ndarray:
+        """Output offset (V) from the bias line at ``v_bias`` (V); zeros without a bias line."""
+        if not self.sub.has_bias:
+            return np.zeros(self.sub.cols)
+        return self.A_full[:, -1] * v_bias
+
+    def sources(self, inputs: np.ndarray, v_bias: float) -> np.ndarray:
+        """Source-voltage matrix (rows, batch) from inputs (batch, n_inputs)."""
+        u = _check_inputs(inputs, self.sub.n_inputs)
+        if self.sub.has_bias:
+            u = np.hstack([u, np.full((u.shape[0], 1), float(v_bias))])
+        return u.T
+
+    def outputs(self, inputs: np.ndarray, v_bias: float = 0.8) -> np.ndarray:
+        """Amplifier outputs (batch, cols), V, for inputs (batch, n_inputs), V."""
+        u = _check_inputs(inputs, self.sub.n_inputs)
+        return u @ self.A.T + self.offset(v_bias)
+
+    def node_voltages(self, inputs: np.ndarray, v_bias: float = 0.8) -> np.ndarray:
+        """All unknown node voltages (n_unknowns, batch) by a full solve (for checks/power)."""
+        return self.lu.solve(np.asarray(self.B @ self.sources(inputs, v_bias)))
+
+    def kirchhoff_residual(self, inputs: np.ndarray, v_bias: float = 0.8) -> float:
+        """max |G v - B u| (A) over the batch: the current-law error of a full solve."""
+        u = self.sources(inputs, v_bias)
+        v = self.lu.solve(np.asarray(self.B @ u))
+        return float(np.max(np.abs(self.G @ v - self.B @ u)))
+
+    def device_currents(self, inputs: np.ndarray, v_bias: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """Currents (A) through the I+ and I- devices, shape (batch, rows, cols)."""
+        u = self.sources(inputs, v_bias)
+        v = self.lu.solve(np.asarray(self.B @ u))
+
+        def volt(idx: np.ndarray) -> np.ndarray:
+            fixed = idx < 0
+            out = np.empty(idx.shape + (u.shape[1],))
+            out[~fixed] = v[idx[~fixed]]
+            out[fixed] = u[FIXED - idx[fixed]]
+            return np.moveaxis(out, -1, 0)
+
+        vx = volt(self.nodes.x)
+        return (vx - volt(self.nodes.p)) * self.sub.g_plus, (vx - volt(self.nodes.q)) * self.sub.g_minus
+
+
+def _check_inputs(inputs: np.ndarray, n: int) -> np.ndarray:
+    u = np.asarray(inputs, dtype=float)
+    if u.ndim == 1:
+        u = u[None, :]
+    if u.ndim != 2 or u.shape[1] != n:
+        raise ShapeError(f"inputs must have shape (batch, {n}), got {np.shape(inputs)}")
+    if not np.all(np.isfinite(u)):
+        raise ShapeError("inputs contain NaN or infinite values")
+    return u
+
+
+def assemble(sub: Subarray) -> tuple[NodeMap, Resistors, sp.csc_matrix, sp.csc_matrix, sp.csr_matrix]:
+    """Nodal matrices G (n x n), B (n x rows) and output map C (cols x n) of a subarray."""
+    nodes = number_nodes(sub)
+    el = resistors(sub, nodes)
+    n_unk = nodes.n_unknowns
+    a, b, g = el.a, el.b, el.g
+    au, bu = a >= 0, b >= 0
+    both = au & bu
+    # G: diagonal for every unknown terminal, off-diagonal for unknown-unknown pairs
+    rows = [a[au], b[bu], a[both], b[both]]
+    cols = [a[au], b[bu], b[both], a[both]]
+    vals = [g[au], g[bu], -g[both], -g[both]]
+    # amplifier loads (module doc of netlist.py): I+ end to ground through r_in (1 + gain);
+    # I- end to the op-amp node held at V+ * gain/(1+gain), through r_in
+    gain = sub.amp_gain
+    g_in = 1.0 / sub.amp_r_in
+    rows += [nodes.p_end, nodes.q_end, nodes.q_end]
+    cols += [nodes.p_end, nodes.q_end, nodes.p_end]
+    vals += [g_in / (1.0 + gain), np.full(sub.cols, g_in), -g_in * gain / (1.0 + gain)]
+    G = sp.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_unk, n_unk)
+    )
+    # B: a resistor from unknown node k to source s injects g * V_s into row k
+    ka = au & ~bu
+    kb = bu & ~au
+    B = sp.csc_matrix(
+        (
+            np.concatenate([g[ka], g[kb]]),
+            (np.concatenate([a[ka], b[kb]]), np.concatenate([FIXED - b[ka], FIXED - a[kb]])),
+        ),
+        shape=(n_unk, sub.rows),
+    )
+    j = np.arange(sub.cols)
+    C = sp.csr_matrix(
+        (np.concatenate([gain, -gain]), (np.concatenate([j, j]), np.concatenate([nodes.p_end, nodes.q_end]))),
+        shape=(sub.cols, n_unk),
+    )
+    return nodes, el, G, B, C
+
+
+def solve_subarray(sub: Subarray) -> SolvedSubarray:
+    """Assemble, factor once and compute the effective transfer matrix of ``sub``."""
+    nodes, el, G, B, C = assemble(sub)
+    lu = spla.splu(G, permc_spec="COLAMD")
+    # adjoint: A = C G^-1 B = (G^-T C^T)^T B, m solves instead of one per input vector
+    Y = lu.solve(np.asarray(C.T.todense()), trans="T")
+    A_full = np.asarray((B.T @ Y).T)
+    return SolvedSubarray(sub, nodes, el, G, B, C, lu, A_full)
+
+
+def ideal_outputs(sub: Subarray, inputs: np.ndarray, v_bias: float = 0.8) -> np.ndarray:
+    """Closed-form amplifier outputs (batch, cols), V, with no wire or driver resistance.
+
+    Each summing line is then a single node; KCL at the I+ node gives
+    V+ = sum_i g+_i u_i / (sum_i g+_i + 1/(r_in (1+gain))), and at the I- node
+    V- = (sum_i g-_i u_i + V+ gain/((1+gain) r_in)) / (sum_i g-_i + 1/r_in).
+    """
+    u = _check_inputs(inputs, sub.n_inputs)
+    if sub.has_bias:
+        u = np.hstack([u, np.full((u.shape[0], 1), float(v_bias))])
+    gain = sub.amp_gain
+    g_in = 1.0 / sub.amp_r_in
+    v_plus = (u @ sub.g_plus) / (sub.g_plus.sum(0) + g_in / (1.0 + gain))
+    v_minus = (u @ sub.g_minus + v_plus * gain / (1.0 + gain) * g_in) / (sub.g_minus.sum(0) + g_in)
+    return gain * (v_plus - v_minus)

@@ -1,0 +1,23 @@
+"""SOT-MRAM magnetic tunnel junction: resistance of the parallel and antiparallel states."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imac.config import MTJSpec
+
+
+def tmr_at_bias(spec: MTJSpec, v_bias: np.ndarray | float = 0.0) -> np.ndarray:
+    """TMR at junction bias ``v_bias`` (V): TMR0 / (1 + (V/V_h)^2), or TMR0 when bias
+    dependence is off (``tmr_half_bias_v`` is None)."""
+    v = np.asarray(v_bias, dtype=float)
+    if spec.tmr_half_bias_v is None:
+        return np.full(v.shape, spec.tmr)
+    return spec.tmr / (1.0 + (v / spec.tmr_half_bias_v) ** 2)
+
+
+def resistance(spec: MTJSpec, antiparallel: np.ndarray | bool, v_bias: np.ndarray | float = 0.0) -> np.ndarray:
+    """Resistance (ohm) of junctions in the given states at bias ``v_bias`` (V)."""
+    ap = np.asarray(antiparallel, dtype=bool)
+    r_ap = (1.0 + tmr_at_bias(spec, v_bias)) * spec.r_p_ohm
+    return np.where(ap, r_ap, spec.r_p_ohm)
