@@ -1,0 +1,22 @@
+# The two commands of the README: `make run` (set up + main job) and `make test` (set up + tests).
+PY ?= python3
+RUN_DIR ?= runs/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup run test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	imac demo --out $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint:
+	ruff check src tests benchmarks
+	mypy src/imac
+
+bench: setup
+	imac bench xbar --rows 64 --cols 64 --batch 100 --spice-batch 2 --json
+	$(PY) benchmarks/xbar_scaling.py

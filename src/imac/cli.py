@@ -1,0 +1,150 @@
+"""Command line: a thin layer over the library (no physics here).
+
+Errors the user can cause are :class:`imac.errors.ImacError`; they are printed as one clear
+message on stderr with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from imac.errors import ImacError
+
+app = typer.Typer(
+    help="imac: simulate in-memory analog computing with SOT-MRAM, checked against ngspice.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+neuron_app = typer.Typer(help="The SOT-MRAM sigmoid neuron.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print ratios against same-run references.",
+                        no_args_is_help=True)
+config_app = typer.Typer(help="Configurations and presets.", no_args_is_help=True)
+app.add_typer(neuron_app, name="neuron")
+app.add_typer(bench_app, name="bench")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")]
+
+
+def _say(msg: str) -> None:
+    typer.echo(f"[imac] {msg}", err=True)
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=1, default=float))
+
+
+def _load(config: str) -> Any:
+    from imac.config import load_spec
+
+    return load_spec(config)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = "paper") -> None:
+    """Print a configuration as validated YAML (all defaults filled in)."""
+    from imac.config import dump_spec
+
+    typer.echo(dump_spec(_load(config)))
+
+
+@neuron_app.command("characterize")
+def neuron_characterize(
+    config: ConfigOpt = "paper",
+    model_card: Annotated[Optional[Path], typer.Option(help="SPICE model card (.pm/.lib).")] = None,
+    terms: Annotated[int, typer.Option(min=1, max=6, help="Logistic terms in the fit.")] = 2,
+    out: Annotated[Path, typer.Option(help="Folder for the plot and fitted curve.")] = Path("runs/neuron"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    update_default: Annotated[bool, typer.Option(help="Also replace the curve shipped with the package.")] = False,
+) -> None:
+    """Run the neuron in ngspice, fit its curve, report and plot SPICE vs fit."""
+    from imac.devices.neuron import characterize, nan_to_none, write_plot
+    from imac.devices.neuron_curve import DEFAULT_FIT_PATH
+
+    spec = _load(config)
+    nspec = spec.neuron if model_card is None else spec.neuron.model_copy(update={"model_card": model_card})
+    if model_card is not None:
+        from imac.config import NeuronSpec, parse_spec
+
+        nspec = parse_spec(nspec.model_dump(), NeuronSpec, source="--model-card")
+    ch = characterize(nspec, terms=terms)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = write_plot(ch, out / "neuron_spice_vs_fit.png")
+    ch.curve.save(out / "neuron_fit.json")
+    if update_default:
+        ch.curve.save(DEFAULT_FIT_PATH)
+    summary = nan_to_none(ch.summary()) | {"plot": str(plot), "fit_file": str(out / "neuron_fit.json")}
+    if as_json:
+        _print_json(summary)
+    else:
+        for k, v in summary.items():
+            typer.echo(f"{k:>24}: {v}")
+
+
+@bench_app.command("xbar")
+def bench_xbar_cmd(
+    rows: Annotated[int, typer.Option(min=2, help="Subarray rows (the bias line included).")] = 64,
+    cols: Annotated[int, typer.Option(min=1, help="Subarray columns (outputs).")] = 64,
+    batch: Annotated[int, typer.Option(min=1, help="Input vectors for the solver.")] = 100,
+    spice_batch: Annotated[int, typer.Option(min=0, help="Of those, how many ngspice solves.")] = 2,
+    seed: int = 0,
+    config: ConfigOpt = "paper",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Solver vs ngspice vs the ideal matrix product on one netlist and one batch."""
+    from imac.experiments.bench_xbar import bench_xbar
+
+    res = bench_xbar(rows, cols, batch, spice_batch, spec=_load(config), seed=seed)
+    if as_json:
+        _print_json(res)
+    else:
+        for k, v in res.items():
+            typer.echo(f"{k:>24}: {v}")
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Run directory (must not exist).")] = Path("runs/demo"),
+    config: ConfigOpt = "paper",
+    size: Annotated[int, typer.Option(min=2, help="Subarray size.")] = 32,
+    seed: int = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """The circuit demo: neuron in ngspice + fit, one subarray by solver and ngspice."""
+    from imac.experiments.demo import run_demo
+
+    summary = run_demo(out, _load(config), size=size, seed=seed, overwrite=overwrite, progress=_say)
+    typer.echo((out / "summary.md").read_text())
+    _say(f"results in {out}/ ({summary['subarray']['speedup_vs_ngspice']:.0f}x faster than ngspice)")
+
+
+def _register_optional() -> None:
+    try:
+        from imac.nn.commands import register
+    except ImportError:
+        return
+    register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except ImacError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Checkpoints: one ``torch.save`` of a plain dict, written atomically, with a metrics JSON beside.
+
+Payload keys: ``format``, ``model`` (registered name), ``config`` (builder kwargs), ``state_dict``,
+``optimizer`` (only while a run is unfinished), ``epoch`` (epochs done), ``epochs`` (planned),
+``metrics``, ``seed``, ``data_sha256`` ({split: sha256}), ``git_revision``, ``torch_version``,
+``imac_version``, ``created`` (UTC ISO time), ``int8_calibration`` (activation scales of the int8
+trunk, when the model has one).
+
+Look-up of a model's checkpoint: the explicit path, then ``<cache>/checkpoints/<name>.pt``, then
+``models/<name>.pt`` in the repository.  Loading refuses (with :class:`DataError`) a file that
+is not a checkpoint, is truncated, or belongs to another model; nothing is written on failure.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import imac
+from imac.errors import DataError
+from imac.io import atomic_write_bytes, atomic_write_text
+from imac.nn.data import cache_dir, repo_root
+
+if TYPE_CHECKING:
+    from imac.nn.models import ImacNet
+
+FORMAT = 1
+
+
+def git_revision() -> str | None:
+    """The repository's HEAD commit (with ``+dirty`` when files differ), or None."""
+    root = repo_root()
+    if root is None:
+        return None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        return rev + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "git_revision": git_revision(),
+        "torch_version": torch.__version__,
+        "imac_version": imac.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def default_checkpoint_path(name: str) -> Path:
+    return cache_dir() / "checkpoints" / f"{name}.pt"
+
+
+def committed_checkpoint_path(name: str) -> Path | None:
+    root = repo_root()
+    return root / "models" / f"{name}.pt" if root is not None else None
+
+
+def metrics_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def find_checkpoint(name: str, explicit: str | Path | None = None) -> Path:
+    """Where ``name``'s checkpoint is; DataError listing every place tried when none is."""
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise DataError(f"checkpoint {p} not found")
+        return p
+    tried = []
+    for p in (default_checkpoint_path(name), committed_checkpoint_path(name)):
+        if p is None:
+            continue
+        if p.is_file():
+            return p
+        tried.append(str(p))
+    raise DataError(f"no checkpoint for model {name!r}; tried: {', '.join(tried)} "
+                    f"(train one with `imac train {name}`)")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write the checkpoint and ``<path>.json`` with its metrics and provenance."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    summary = {k: payload.get(k) for k in ("model", "config", "epoch", "epochs", "seed",
+                                           "metrics", "data_sha256", "git_revision",
+                                           "torch_version", "imac_version", "created")}
+    summary["checkpoint"] = path.name
+    atomic_write_text(metrics_path(path), json.dumps(summary, indent=1, default=str) + "\n")
+
+
+def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint; DataError on anything but a matching checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} not found")
+    try:
+        # weights_only: the payload is plain containers and tensors; no code is unpickled
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DataError(f"cannot read checkpoint {path}: corrupt or truncated "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
+        raise DataError(f"{path} is not an imac checkpoint (no model/state_dict entries)")
+    if payload.get("format") != FORMAT:
+        raise DataError(f"{path}: checkpoint format {payload.get('format')!r}, "
+                        f"this version reads {FORMAT}")
+    if expected_model is not None and payload["model"] != expected_model:
+        raise DataError(f"{path} is a checkpoint of model {payload['model']!r}, "
+                        f"not {expected_model!r}")
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "<checkpoint>"
+                          ) -> ImacNet:
+    """Build the registered model with the checkpoint's config and load its weights."""
+    from imac.nn.models import get_spec
+
+    spec = get_spec(payload["model"])
+    model = spec.build(**payload.get("config", {}))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: weights do not fit model {spec.name!r}: "
+                        f"{str(err).splitlines()[0][:300]}") from None
+    model.eval()
+    return model

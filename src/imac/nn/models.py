@@ -1,0 +1,351 @@
+"""Networks with a binary IMAC fully-connected head, behind a name registry.
+
+Every model is an :class:`ImacNet`: an optional CPU-side trunk (float convolutions), a
+binarizer that turns the trunk's features into the +-1 inputs of the first IMAC layer (+-V_DD
+on the hardware), and an :class:`~imac.nn.layers.ImacMLP` head of binary layers with the
+SOT-MRAM neuron curve.  Convolutional models also carry a float FC head on the same features:
+the CPU-only baseline, trained jointly so that CPU-only and CPU-IMAC share one conv trunk and
+the comparison isolates the FC layers.
+
+Read-out convention: the neuron falls with its input, so a class wins with the LOWEST last-layer
+neuron output (``argmin`` of the outputs, the same as ``argmax`` of the pre-activation because the
+curve is strictly decreasing).  Training uses cross-entropy on ``-T * y`` (``T`` =
+``readout_temperature``), i.e. on the very voltages the hardware reads, so saturated outputs
+that the hardware cannot tell apart are not rewarded.
+
+Registered names: see :func:`list_models` (``imac list-models``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from imac.errors import ConfigError, ShapeError
+from imac.nn.layers import ImacMLP, sign_ste
+from imac.nn.quant import Int8Trunk
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class ImacNet(nn.Module):
+    """Base of all registered networks (see the module docstring for the structure)."""
+
+    dataset: str = ""
+    input_shape: tuple[int, ...] = ()  # of the uint8 images this model takes
+
+    def __init__(self, head_sizes: list[int], scales: list[float] | None,
+                 readout_temperature: float = 10.0, weight_noise: float = 0.0,
+                 noise_v: float = 0.0) -> None:
+        super().__init__()
+        self.head = ImacMLP(head_sizes, scales, weight_noise=weight_noise, noise_v=noise_v)
+        self.readout_temperature = float(readout_temperature)
+        self.trunk: nn.Sequential | None = None
+        self.float_head: nn.Module | None = None
+
+    # -- input -------------------------------------------------------------------------------
+    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images as stored by :mod:`imac.nn.data` -> the float network input."""
+        raise NotImplementedError
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time augmentation of a prepared batch (none by default)."""
+        return x
+
+    def _check_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        if tuple(t.shape[1:]) != self.input_shape:
+            raise ShapeError(f"{type(self).__name__} takes images of shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {tuple(t.shape)}")
+        return t.float()
+
+    # -- forward -----------------------------------------------------------------------------
+    def features(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
+        """CPU-side features (float); ``trunk`` overrides the float trunk (e.g. int8)."""
+        trunk = trunk if trunk is not None else self.trunk
+        return trunk(x) if trunk is not None else x
+
+    def binarize(self, f: torch.Tensor) -> torch.Tensor:
+        """Features -> first IMAC layer inputs in {-1, +1} (straight-through)."""
+        return sign_ste(f)
+
+    def imac_input(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
+        return self.binarize(self.features(x, trunk))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Last IMAC layer neuron outputs, 0..1 (fraction of V_DD); lowest = predicted class."""
+        return self.head(self.imac_input(x))
+
+    def logits(self, y: torch.Tensor) -> torch.Tensor:
+        """Class scores from neuron outputs: ``-T * y`` (low voltage = high score)."""
+        return -self.readout_temperature * y
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.argmin(self.forward(x), dim=1)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss and the IMAC-head class scores of the batch."""
+        f = self.features(x)
+        scores = self.logits(self.head(self.binarize(f)))
+        loss = nn.functional.cross_entropy(scores, y)
+        if self.float_head is not None:
+            loss = loss + nn.functional.cross_entropy(self.float_head(f), y)
+        return loss, scores
+
+    @torch.no_grad()
+    def predict_variants(self, x: torch.Tensor,
+                         int8_trunk: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Predicted classes of every variant that applies: ``accuracy`` (CPU-IMAC, float
+        trunk), ``accuracy_int8`` (CPU-IMAC, int8 trunk), ``accuracy_float`` (CPU-only float
+        network), ``accuracy_float_int8`` (CPU-only, int8 trunk, float head)."""
+        out = {}
+        f = self.features(x)
+        out["accuracy"] = torch.argmin(self.head(self.binarize(f)), dim=1)
+        if self.float_head is not None:
+            out["accuracy_float"] = torch.argmax(self.float_head(f), dim=1)
+        if int8_trunk is not None:
+            fq = self.features(x, int8_trunk)
+            out["accuracy_int8"] = torch.argmin(self.head(self.binarize(fq)), dim=1)
+            if self.float_head is not None:
+                out["accuracy_float_int8"] = torch.argmax(self.float_head(fq), dim=1)
+        return out
+
+    def int8_trunk(self) -> Int8Trunk | None:
+        """An uncalibrated int8 copy of the trunk (None for trunk-less models)."""
+        return Int8Trunk(self.trunk) if self.trunk is not None else None
+
+    # -- training hooks ----------------------------------------------------------------------
+    def clip_(self) -> None:
+        """BinaryConnect clip of every binary layer's shadow weights; call after each step."""
+        self.head.clip_()
+
+    # -- hardware mapping --------------------------------------------------------------------
+    def fc_layer_sizes(self) -> list[int]:
+        """Sizes of the binary IMAC MLP, e.g. [400, 120, 84, 10]."""
+        return list(self.head.sizes)
+
+    def layer_scales(self) -> list[float]:
+        """Neuron scale per IMAC layer, V per unit of normalised pre-activation."""
+        return [n.scale for n in self.head.neurons]
+
+    def layer_norms(self) -> list[float]:
+        """Pre-activation normalisation per IMAC layer (u = norm * raw sum)."""
+        return [lin.norm for lin in self.head.linears]
+
+    def imac_layers(self) -> list[dict[str, Any]]:
+        return self.head.layer_info()
+
+
+# -- MLP -----------------------------------------------------------------------------------
+class MnistMLP(ImacNet):
+    """784-...-10 binary MLP on MNIST pixels binarized to +-1 (pixel >= 128 -> +1)."""
+
+    dataset = "mnist"
+    input_shape = (28, 28)
+
+    def __init__(self, hidden: list[int] | None = None, scales: list[float] | None = None,
+                 **kw: Any) -> None:
+        hidden = [16] if hidden is None else list(hidden)
+        super().__init__([784, *hidden, 10], scales, **kw)
+
+    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = self._check_images(images)
+        return torch.where(t >= 128, 1.0, -1.0).reshape(t.shape[0], -1)
+
+    def binarize(self, f: torch.Tensor) -> torch.Tensor:
+        return f  # already +-1
+
+
+# -- LeNet-5 -------------------------------------------------------------------------------
+class LeNet(ImacNet):
+    """LeNet-5 (authors' variant): 32x32 input, conv 6@5x5 tanh, avgpool 2, conv 16@5x5 tanh,
+    avgpool 2, flatten 400 -> binary IMAC head 400-120-84-10; float head 400-120-84-10 (tanh)
+    as the CPU-only baseline."""
+
+    dataset = "mnist"
+    input_shape = (28, 28)
+
+    def __init__(self, hidden: list[int] | None = None, scales: list[float] | None = None,
+                 float_head: bool = True, **kw: Any) -> None:
+        hidden = [120, 84] if hidden is None else list(hidden)
+        super().__init__([400, *hidden, 10], scales, **kw)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Flatten(),
+        )
+        if float_head:
+            self.float_head = _float_mlp([400, *hidden, 10], nn.Tanh)
+
+    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = self._check_images(images) / 255.0
+        return nn.functional.pad(t, (2, 2, 2, 2)).unsqueeze(1)
+
+
+# -- VGG -----------------------------------------------------------------------------------
+VGG_CONFIGS: dict[str, list[int | str]] = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"],
+}
+
+
+class VGG(ImacNet):
+    """VGG-11/13/16 for 32x32 CIFAR-10 (conv3x3 + BN + ReLU, five 2x2 max pools, so the
+    trunk ends at 1x1 x C features), channels times ``width``; binary IMAC head
+    [C, *fc_hidden, 10] and a float ReLU head of the same sizes (CPU-only baseline).
+    The features pass a BatchNorm1d before sign(): post-ReLU values are >= 0, so the learnt
+    per-feature shift is the binarization threshold (a per-feature compare on the CPU)."""
+
+    dataset = "cifar10"
+    input_shape = (32, 32, 3)
+
+    def __init__(self, arch: str = "vgg11", width: float = 1.0,
+                 fc_hidden: list[int] | None = None, scales: list[float] | None = None,
+                 float_head: bool = True, dropout: float = 0.0, **kw: Any) -> None:
+        if arch not in VGG_CONFIGS:
+            raise ConfigError(f"unknown VGG arch {arch!r}; known: {', '.join(VGG_CONFIGS)}")
+        if not width > 0:
+            raise ConfigError(f"VGG width multiplier must be positive, got {width}")
+        layers: list[nn.Module] = []
+        c_in = 3
+        for v in VGG_CONFIGS[arch]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                c = max(1, round(int(v) * width))
+                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                           nn.ReLU(inplace=True)]
+                c_in = c
+        layers.append(nn.Flatten())
+        hidden = [4096, 4096] if fc_hidden is None else list(fc_hidden)
+        super().__init__([c_in, *hidden, 10], scales, **kw)
+        self.trunk = nn.Sequential(*layers)
+        self.threshold = nn.BatchNorm1d(c_in)
+        if float_head:
+            self.float_head = _float_mlp([c_in, *hidden, 10], nn.ReLU, dropout)
+        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1))
+
+    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = self._check_images(images).permute(0, 3, 1, 2) / 255.0
+        return (t - self.mean) / self.std
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Random 32x32 crop of the 4-pixel zero-padded image, and a random horizontal flip."""
+        n = x.shape[0]
+        padded = nn.functional.pad(x, (4, 4, 4, 4))
+        dx = torch.randint(0, 9, (n,)).tolist()
+        dy = torch.randint(0, 9, (n,)).tolist()
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32] for i in range(n)])
+        flip = torch.rand(n) < 0.5
+        out[flip] = out[flip].flip(3)
+        return out
+
+    def binarize(self, f: torch.Tensor) -> torch.Tensor:
+        return sign_ste(self.threshold(f))
+
+
+def _float_mlp(sizes: list[int], act: Callable[[], nn.Module], dropout: float = 0.0
+               ) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+# -- registry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered network: how to build it and how to train it by default."""
+
+    name: str
+    cls: type[ImacNet]
+    config: dict[str, Any]
+    description: str
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    augment: bool = False
+    trainable_here: bool = True  # False: analytic studies only, no checkpoint expected
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.cls.dataset
+
+    def build(self, **overrides: Any) -> ImacNet:
+        cfg = {**self.config, **overrides}
+        try:
+            return self.cls(**cfg)
+        except TypeError as err:
+            raise ConfigError(f"bad config for model {self.name}: {err}") from None
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in REGISTRY:
+        raise ConfigError(f"model {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: "
+                          f"{', '.join(sorted(REGISTRY))}") from None
+
+
+def build_model(name: str, **overrides: Any) -> ImacNet:
+    """Build the registered network ``name`` (config entries may be overridden)."""
+    return get_spec(name).build(**overrides)
+
+
+def list_models() -> list[ModelSpec]:
+    return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+# Neuron scales (V per unit of u = raw sum / sqrt(fan_in)): 0.5 V lets a layer's neurons swing
+# rail to rail for |u| >~ 0.6, about 3x steeper than the slope-matched 0.172 V; it trained
+# better for binary layers whose sums cannot grow with the weights (see tests/nn and the
+# training logs in models/*.json).
+MNIST_SCALE_V = 0.5
+
+register(ModelSpec(
+    "mlp-mnist", MnistMLP, {"hidden": [16], "scales": [MNIST_SCALE_V] * 2},
+    "784-16-10 binary IMAC MLP on binarized MNIST pixels (authors' IMAC MLP)",
+    epochs=20, batch_size=100, lr=3e-3))
+register(ModelSpec(
+    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": [MNIST_SCALE_V] * 3},
+    "LeNet-5 float conv (CPU) + binary IMAC head 400-120-84-10; float head = CPU-only",
+    epochs=15, batch_size=120, lr=2e-3))
+register(ModelSpec(
+    "vgg11-cifar10", VGG,
+    {"arch": "vgg11", "width": 0.25, "fc_hidden": [256, 256], "scales": [MNIST_SCALE_V] * 3},
+    "VGG-11 at 1/4 width (128 features) + binary IMAC head 128-256-256-10 (CPU-trainable)",
+    epochs=30, batch_size=128, lr=2e-3, augment=True))
+for _arch in ("vgg11", "vgg13", "vgg16"):
+    register(ModelSpec(
+        f"{_arch}-full-cifar10", VGG,
+        {"arch": _arch, "width": 1.0, "fc_hidden": [4096, 4096], "dropout": 0.5,
+         "scales": [MNIST_SCALE_V] * 3},
+        f"{_arch.upper()} full width + classic 4096-4096 binary IMAC head 512-4096-4096-10 "
+        "(analytic energy studies; not trained here)",
+        epochs=100, batch_size=128, lr=1e-3, augment=True, trainable_here=False))

@@ -1,0 +1,235 @@
+"""Training and evaluation of the registered networks.
+
+Training: Adam, cosine learning-rate decay per epoch, cross-entropy on the IMAC read-out (plus
+on the float head where a model has one), BinaryConnect clipping after every step, seeded
+shuffling per epoch (so a resumed run sees the same batches as an uninterrupted one), random
+crop + flip for CIFAR-10.  A checkpoint is written atomically after every epoch; the final one
+carries the full-test-set metrics and drops the optimizer state to stay small.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from imac.errors import DataError, OutputExistsError
+from imac.nn.checkpoint import (
+    FORMAT,
+    default_checkpoint_path,
+    find_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    provenance,
+    save_checkpoint,
+)
+from imac.nn.data import Dataset, load_dataset
+from imac.nn.models import ImacNet, get_spec
+
+CALIBRATION_IMAGES = 1024  # training images that calibrate the int8 activation scales
+EVAL_BATCH = 1000
+
+
+def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not enabled,
+                dynamic_ncols=True)
+
+
+def _load(dataset: str, split: str, data_dir: str | Path | None,
+          limit: int | None) -> Dataset:
+    return load_dataset(dataset, split, data_dir).subset(limit)
+
+
+@torch.no_grad()
+def accuracies(model: ImacNet, data: Dataset, int8_trunk: torch.nn.Module | None = None,
+               progress: bool = False) -> dict[str, float]:
+    """Accuracy of every prediction variant of ``model`` on ``data`` (see
+    :meth:`ImacNet.predict_variants`)."""
+    model.eval()
+    correct: dict[str, int] = {}
+    labels = torch.as_tensor(data.labels)
+    with _bar(len(data), "evaluate", progress) as bar:
+        for i in range(0, len(data), EVAL_BATCH):
+            x = model.prepare(data.images[i:i + EVAL_BATCH])
+            preds = model.predict_variants(x, int8_trunk)
+            for k, p in preds.items():
+                correct[k] = correct.get(k, 0) + int((p == labels[i:i + EVAL_BATCH]).sum())
+            bar.update(x.shape[0])
+    return {k: v / len(data) for k, v in sorted(correct.items())}
+
+
+def calibrated_int8_trunk(model: ImacNet, train: Dataset | None = None,
+                          calibration: list[Any] | None = None) -> torch.nn.Module | None:
+    """The int8 trunk, from stored calibration or calibrated on the first training images."""
+    trunk = model.int8_trunk()
+    if trunk is None:
+        return None
+    if calibration is not None:
+        return trunk.set_calibration([(float(s), bool(g)) for s, g in calibration])
+    if train is None:
+        return None
+    x = model.prepare(train.images[:CALIBRATION_IMAGES])
+    return trunk.calibrate(x)
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    metrics: dict[str, Any]
+    epochs: int
+    seconds: float
+
+
+def _lr_at(epoch: int, epochs: int, lr: float) -> float:
+    """Cosine decay from ``lr`` to lr/20 over ``epochs`` (a function of the epoch only, so a
+    resumed run continues the same schedule)."""
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1))))
+
+
+def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path | None = None,
+          resume: str | Path | bool | None = None, limit_train: int | None = None,
+          limit_test: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, data_dir: str | Path | None = None, threads: int | None = 2,
+          overwrite: bool = False, progress: bool = True,
+          config: dict[str, Any] | None = None) -> TrainResult:
+    """Train registered model ``name``; return where the checkpoint went and its metrics.
+
+    ``resume``: True (continue ``out``) or a checkpoint path; the run continues up to
+    ``epochs`` in total.  Without ``resume`` an existing ``out`` is refused unless
+    ``overwrite``.  ``limit_train``/``limit_test`` take the first N samples (tiny CI runs).
+    ``config`` overrides builder arguments of the registered model (new runs only).
+    """
+    spec = get_spec(name)
+    out = Path(out) if out is not None else default_checkpoint_path(name)
+    if threads:
+        torch.set_num_threads(threads)
+
+    payload: dict[str, Any] | None = None
+    if resume:
+        rpath = out if resume is True else Path(resume)
+        payload = load_checkpoint(rpath, expected_model=name)
+        if out.exists() and Path(rpath).resolve() != out.resolve() and not overwrite:
+            raise OutputExistsError(f"{out} exists; pass overwrite to replace it")
+    elif out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; resume it, choose another --out or overwrite")
+
+    cfg = dict(payload["config"]) if payload else {**spec.config, **(config or {})}
+    epochs = int(epochs if epochs is not None else (payload or {}).get("epochs", spec.epochs))
+    seed = int(payload["seed"]) if payload else int(seed)
+    batch_size = int(batch_size or spec.batch_size)
+    lr = float(lr or spec.lr)
+
+    train_set = _load(spec.dataset, "train", data_dir, limit_train)
+    test_set = _load(spec.dataset, "test", data_dir, limit_test)
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if payload:
+        model = model_from_checkpoint(payload, rpath)
+    else:
+        model = spec.build(**cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
+    if payload and payload.get("optimizer"):
+        opt.load_state_dict(payload["optimizer"])
+    start = int(payload["epoch"]) if payload else 0
+    history: list[dict[str, Any]] = list((payload or {}).get("metrics", {}).get("history", []))
+    seconds = float((payload or {}).get("metrics", {}).get("train_seconds", 0.0))
+    if start >= epochs:
+        raise DataError(f"checkpoint already has {start} epochs; ask for more than {epochs}")
+
+    meta = {"format": FORMAT, "model": name, "config": cfg, "seed": seed, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "limit_train": limit_train,
+            "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}}
+    labels = torch.as_tensor(train_set.labels)
+    n = len(train_set)
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(epoch, epochs, lr)
+        # per-epoch generator: the batch order depends on (seed, epoch) only
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+        torch.manual_seed(seed * 1000 + epoch + 1)  # augmentation and noise draws
+        order = torch.randperm(n, generator=gen)
+        model.train()
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        with _bar(n, f"{name} epoch {epoch + 1}/{epochs}", progress) as bar:
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                x = model.prepare(train_set.images[idx.numpy()])
+                if spec.augment:
+                    x = model.augment(x)
+                y = labels[idx]
+                loss, scores = model.loss(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                model.clip_()
+                tot_loss += float(loss) * len(idx)
+                tot_ok += int((scores.argmax(1) == y).sum())
+                seen += len(idx)
+                bar.update(len(idx))
+                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_ok / seen:.4f}")
+        dt = time.perf_counter() - t0
+        seconds += dt
+        test_acc = accuracies(model, test_set)
+        history.append({"epoch": epoch + 1, "loss": tot_loss / seen, "train_acc": tot_ok / seen,
+                        "seconds": dt, **{f"test_{k}": v for k, v in test_acc.items()}})
+        print(f"{name} epoch {epoch + 1}/{epochs}: loss {tot_loss / seen:.4f} train acc "
+              f"{tot_ok / seen:.4f} test " + " ".join(f"{k} {v:.4f}" for k, v in
+                                                      test_acc.items()) + f" ({dt:.1f} s)",
+              file=sys.stderr, flush=True)
+        final = epoch + 1 == epochs
+        metrics: dict[str, Any] = {"history": history, "train_seconds": seconds}
+        calibration = None
+        if final:
+            trunk = calibrated_int8_trunk(model, train_set)
+            if trunk is not None:
+                calibration = trunk.calibration()
+            metrics.update(accuracies(model, test_set, trunk))
+            metrics["n_test"] = len(test_set)
+        save_checkpoint(out, {
+            **meta, **provenance(), "epoch": epoch + 1, "metrics": metrics,
+            "state_dict": model.state_dict(),
+            "optimizer": None if final else opt.state_dict(),
+            "int8_calibration": calibration,
+        })
+    return TrainResult(out, metrics, epochs, seconds)
+
+
+def evaluate(name: str, checkpoint: str | Path | None = None, limit: int | None = None,
+             data_dir: str | Path | None = None, progress: bool = True,
+             threads: int | None = 2) -> dict[str, Any]:
+    """Accuracy of ``name``'s checkpoint on the test set (the first ``limit`` images if set).
+
+    Returns ``accuracy`` (CPU-IMAC: float trunk, binary head, neuron curve) and, where they
+    apply, ``accuracy_int8``, ``accuracy_float``, ``accuracy_float_int8``; ``recorded`` holds
+    the checkpoint's own metrics for comparison.
+    """
+    spec = get_spec(name)
+    if threads:
+        torch.set_num_threads(threads)
+    path = find_checkpoint(name, checkpoint)
+    payload = load_checkpoint(path, expected_model=name)
+    model = model_from_checkpoint(payload, path)
+    test_set = _load(spec.dataset, "test", data_dir, limit)
+    cal = payload.get("int8_calibration")
+    trunk = calibrated_int8_trunk(model, None if cal is not None or model.trunk is None
+                                  else _load(spec.dataset, "train", data_dir, None), cal)
+    acc = accuracies(model, test_set, trunk, progress=progress)
+    recorded = {k: v for k, v in payload.get("metrics", {}).items() if k.startswith("accuracy")}
+    sha = payload.get("data_sha256", {}).get("test")
+    return {
+        "model": name, "checkpoint": str(path), "n_test": len(test_set), **acc,
+        "recorded": recorded, "epochs": payload.get("epoch"),
+        "data_sha256_matches": sha == test_set.sha256 if sha else None,
+        "fc_layer_sizes": model.fc_layer_sizes(), "layer_scales_v": model.layer_scales(),
+        "layer_norms": model.layer_norms(),
+    }
