@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -57,7 +57,7 @@ def config_show(config: ConfigOpt = "paper") -> None:
 @neuron_app.command("characterize")
 def neuron_characterize(
     config: ConfigOpt = "paper",
-    model_card: Annotated[Optional[Path], typer.Option(help="SPICE model card (.pm/.lib).")] = None,
+    model_card: Annotated[Path | None, typer.Option(help="SPICE model card (.pm/.lib).")] = None,
     terms: Annotated[int, typer.Option(min=1, max=6, help="Logistic terms in the fit.")] = 2,
     out: Annotated[Path, typer.Option(help="Folder for the plot and fitted curve.")] = Path("runs/neuron"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -20,6 +20,7 @@ gives the ideal (parasitic-free) array exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,8 @@ class Subarray:
     g_minus: np.ndarray
     r_vertical: float = 0.0
     r_horizontal: float = 0.0
-    r_driver: np.ndarray | float = 0.0
-    amp_gain: np.ndarray | float = 30.0
+    r_driver: Any = 0.0  # scalar or per row; stored as a (rows,) array
+    amp_gain: Any = 30.0  # scalar or per column; stored as a (cols,) array
     amp_r_in: float = 1000.0
     has_bias: bool = False
     c_vertical: float = 0.0
@@ -158,7 +159,7 @@ def resistors(sub: Subarray, nodes: NodeMap) -> Resistors:
 
     The amplifier loads are not included here: they are not two-terminal (see module doc).
     """
-    n, m = sub.rows, sub.cols
+    n = sub.rows
     a_parts, b_parts, g_parts = [], [], []
 
     def add(a: np.ndarray, b: np.ndarray, r_or_g: np.ndarray | float, is_g: bool = False) -> None:
@@ -175,7 +176,7 @@ def resistors(sub: Subarray, nodes: NodeMap) -> Resistors:
     sources = FIXED - np.arange(n)
     # driver + first wire segment of each input line (merged when both are zero)
     r_first = sub.r_driver + sub.r_vertical
-    nz = r_first > 0
+    nz = np.asarray(r_first > 0)
     if nz.any():
         add(sources[nz], nodes.x[nz, 0], r_first[nz])
     if sub.r_vertical > 0:

@@ -98,13 +98,13 @@ class NeuronCurve:
         """Thevenin output resistance (ohm) at input ``z`` (V), interpolated from the table."""
         if not self.table_z_v:
             raise DataError("this neuron curve carries no output-resistance table")
-        return np.interp(z, self.table_z_v, self.r_out_ohm)
+        return np.asarray(np.interp(z, self.table_z_v, self.r_out_ohm))
 
     def supply_current(self, z: np.ndarray | float) -> np.ndarray:
         """Static current drawn from V_DD (A, positive) at input ``z`` (V)."""
         if not self.table_z_v:
             raise DataError("this neuron curve carries no supply-current table")
-        return np.interp(z, self.table_z_v, self.i_supply_a)
+        return np.asarray(np.interp(z, self.table_z_v, self.i_supply_a))
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
