@@ -51,7 +51,7 @@ def git_revision() -> str | None:
 def provenance() -> dict[str, Any]:
     return {
         "git_revision": git_revision(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "imac_version": imac.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -21,6 +21,7 @@ scale per layer (a steeper neuron); see :mod:`imac.nn.models`.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -179,8 +180,7 @@ class ImacMLP(nn.Module):
             raise ValueError(f"{n} layers need {n} scales, got {len(scales)}")
         self.sizes = list(sizes)
         self.linears = nn.ModuleList(
-            BinaryLinear(a, b, weight_noise=weight_noise) for a, b in zip(sizes, sizes[1:],
-                                                                           strict=False))
+            BinaryLinear(a, b, weight_noise=weight_noise) for a, b in pairwise(sizes))
         self.neurons = nn.ModuleList(ImacNeuron(s, noise_v=noise_v) for s in scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

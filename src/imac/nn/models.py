@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -257,7 +258,7 @@ class VGG(ImacNet):
 def _float_mlp(sizes: list[int], act: Callable[[], nn.Module], dropout: float = 0.0
                ) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(act())
@@ -322,30 +323,37 @@ def list_models() -> list[ModelSpec]:
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 
 
-# Neuron scales (V per unit of u = raw sum / sqrt(fan_in)): 0.5 V lets a layer's neurons swing
-# rail to rail for |u| >~ 0.6, about 3x steeper than the slope-matched 0.172 V; it trained
-# better for binary layers whose sums cannot grow with the weights (see tests/nn and the
-# training logs in models/*.json).
-MNIST_SCALE_V = 0.5
+# Neuron scales, V per unit of u = raw sum / sqrt(fan_in).  First layers see +-1 inputs whose
+# sums correlate strongly after training (|u| of several units), so they get a gentle 0.1 V
+# (neuron swings over |u| <~ 3); deeper layers see 0..1 neuron outputs and use 0.5 V (swing
+# over |u| <~ 0.6).  Chosen by short MNIST runs: 0.17/0.5 V on the first layer saturated the
+# hidden neurons and stalled training, 0.05 V learnt slower.
+FIRST_SCALE_V = 0.1
+HIDDEN_SCALE_V = 0.5
+
+
+def _scales(n_layers: int) -> list[float]:
+    return [FIRST_SCALE_V] + [HIDDEN_SCALE_V] * (n_layers - 1)
+
 
 register(ModelSpec(
-    "mlp-mnist", MnistMLP, {"hidden": [16], "scales": [MNIST_SCALE_V] * 2},
+    "mlp-mnist", MnistMLP, {"hidden": [16], "scales": _scales(2)},
     "784-16-10 binary IMAC MLP on binarized MNIST pixels (authors' IMAC MLP)",
-    epochs=20, batch_size=100, lr=3e-3))
+    epochs=20, batch_size=100, lr=1e-3))
 register(ModelSpec(
-    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": [MNIST_SCALE_V] * 3},
+    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": _scales(3)},
     "LeNet-5 float conv (CPU) + binary IMAC head 400-120-84-10; float head = CPU-only",
-    epochs=15, batch_size=120, lr=2e-3))
+    epochs=20, batch_size=120, lr=2e-3))
 register(ModelSpec(
     "vgg11-cifar10", VGG,
-    {"arch": "vgg11", "width": 0.25, "fc_hidden": [256, 256], "scales": [MNIST_SCALE_V] * 3},
+    {"arch": "vgg11", "width": 0.25, "fc_hidden": [256, 256], "scales": _scales(3)},
     "VGG-11 at 1/4 width (128 features) + binary IMAC head 128-256-256-10 (CPU-trainable)",
     epochs=30, batch_size=128, lr=2e-3, augment=True))
 for _arch in ("vgg11", "vgg13", "vgg16"):
     register(ModelSpec(
         f"{_arch}-full-cifar10", VGG,
         {"arch": _arch, "width": 1.0, "fc_hidden": [4096, 4096], "dropout": 0.5,
-         "scales": [MNIST_SCALE_V] * 3},
+         "scales": _scales(3)},
         f"{_arch.upper()} full width + classic 4096-4096 binary IMAC head 512-4096-4096-10 "
         "(analytic energy studies; not trained here)",
         epochs=100, batch_size=128, lr=1e-3, augment=True, trainable_here=False))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from imac.errors import DataError, OutputExistsError
@@ -44,8 +43,8 @@ def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
 
 
 def _load(dataset: str, split: str, data_dir: str | Path | None,
-          limit: int | None) -> Dataset:
-    return load_dataset(dataset, split, data_dir).subset(limit)
+          limit: int | None, strict: bool = True) -> Dataset:
+    return load_dataset(dataset, split, data_dir, strict=strict).subset(limit)
 
 
 @torch.no_grad()
@@ -97,15 +96,16 @@ def _lr_at(epoch: int, epochs: int, lr: float) -> float:
 def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path | None = None,
           resume: str | Path | bool | None = None, limit_train: int | None = None,
           limit_test: int | None = None, batch_size: int | None = None,
-          lr: float | None = None, data_dir: str | Path | None = None, threads: int | None = 2,
+          lr: float | None = None, data_dir: str | Path | None = None, threads: int | None = 1,
           overwrite: bool = False, progress: bool = True,
-          config: dict[str, Any] | None = None) -> TrainResult:
+          config: dict[str, Any] | None = None, strict_data: bool = True) -> TrainResult:
     """Train registered model ``name``; return where the checkpoint went and its metrics.
 
     ``resume``: True (continue ``out``) or a checkpoint path; the run continues up to
     ``epochs`` in total.  Without ``resume`` an existing ``out`` is refused unless
     ``overwrite``.  ``limit_train``/``limit_test`` take the first N samples (tiny CI runs).
     ``config`` overrides builder arguments of the registered model (new runs only).
+    ``strict_data=False`` accepts data sets of non-official size (tests on synthetic files).
     """
     spec = get_spec(name)
     out = Path(out) if out is not None else default_checkpoint_path(name)
@@ -127,11 +127,10 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     batch_size = int(batch_size or spec.batch_size)
     lr = float(lr or spec.lr)
 
-    train_set = _load(spec.dataset, "train", data_dir, limit_train)
-    test_set = _load(spec.dataset, "test", data_dir, limit_test)
+    train_set = _load(spec.dataset, "train", data_dir, limit_train, strict_data)
+    test_set = _load(spec.dataset, "test", data_dir, limit_test, strict_data)
 
     torch.manual_seed(seed)
-    np.random.seed(seed)
     if payload:
         model = model_from_checkpoint(payload, rpath)
     else:
@@ -172,7 +171,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
                 loss.backward()
                 opt.step()
                 model.clip_()
-                tot_loss += float(loss) * len(idx)
+                tot_loss += float(loss.detach()) * len(idx)
                 tot_ok += int((scores.argmax(1) == y).sum())
                 seen += len(idx)
                 bar.update(len(idx))
@@ -206,7 +205,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
 
 def evaluate(name: str, checkpoint: str | Path | None = None, limit: int | None = None,
              data_dir: str | Path | None = None, progress: bool = True,
-             threads: int | None = 2) -> dict[str, Any]:
+             threads: int | None = 1, strict_data: bool = True) -> dict[str, Any]:
     """Accuracy of ``name``'s checkpoint on the test set (the first ``limit`` images if set).
 
     Returns ``accuracy`` (CPU-IMAC: float trunk, binary head, neuron curve) and, where they
@@ -219,10 +218,11 @@ def evaluate(name: str, checkpoint: str | Path | None = None, limit: int | None 
     path = find_checkpoint(name, checkpoint)
     payload = load_checkpoint(path, expected_model=name)
     model = model_from_checkpoint(payload, path)
-    test_set = _load(spec.dataset, "test", data_dir, limit)
+    test_set = _load(spec.dataset, "test", data_dir, limit, strict_data)
     cal = payload.get("int8_calibration")
-    trunk = calibrated_int8_trunk(model, None if cal is not None or model.trunk is None
-                                  else _load(spec.dataset, "train", data_dir, None), cal)
+    trunk = calibrated_int8_trunk(
+        model, None if cal is not None or model.trunk is None
+        else _load(spec.dataset, "train", data_dir, None, strict_data), cal)
     acc = accuracies(model, test_set, trunk, progress=progress)
     recorded = {k: v for k, v in payload.get("metrics", {}).items() if k.startswith("accuracy")}
     sha = payload.get("data_sha256", {}).get("test")

@@ -1,0 +1,38 @@
+"""Re-evaluate every committed checkpoint in models/ on the first 2000 MNIST test images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imac.nn.checkpoint import load_checkpoint
+from imac.nn.data import repo_root
+from imac.nn.train import evaluate
+
+MODELS = repo_root() / "models" if repo_root() else Path("models")
+CHECKPOINTS = sorted(MODELS.glob("*.pt")) if MODELS.is_dir() else []
+SUBSET = 2000
+TOLERANCE = 0.025  # subset vs full test set: a couple of points
+
+
+def test_checkpoints_are_committed() -> None:
+    names = {p.stem for p in CHECKPOINTS}
+    assert {"lenet-mnist", "mlp-mnist"} <= names
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=[p.stem for p in CHECKPOINTS])
+def test_committed_checkpoint(path: Path, mnist_dir: Path, shared_cache: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(shared_cache))
+    payload = load_checkpoint(path, expected_model=path.stem)
+    recorded = payload["metrics"]
+    assert recorded["n_test"] == 10000
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["metrics"]["accuracy"] == recorded["accuracy"]
+    res = evaluate(path.stem, path, limit=SUBSET, data_dir=mnist_dir, progress=False)
+    assert res["data_sha256_matches"] is True
+    for key, value in recorded.items():
+        if key.startswith("accuracy"):
+            assert res[key] == pytest.approx(value, abs=TOLERANCE), key

@@ -1,0 +1,111 @@
+"""Tiny training runs, resume, checkpoint errors (synthetic data, seconds each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_cifar_tar, write_mnist
+from imac.errors import DataError, OutputExistsError
+from imac.nn.checkpoint import find_checkpoint, load_checkpoint, metrics_path
+from imac.nn.data import CIFAR10_JPEG_TAR
+from imac.nn.train import evaluate, train
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    return write_mnist(tmp_path / "data" / "mnist", n_train=200, n_test=50).parent
+
+
+def test_train_resume_evaluate(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ck" / "mlp.pt"
+    kw = {"data_dir": tiny_mnist, "strict_data": False, "progress": False, "out": out,
+          "batch_size": 20, "lr": 3e-3}
+    r1 = train("mlp-mnist", epochs=1, seed=3, **kw)
+    p1 = load_checkpoint(out, "mlp-mnist")
+    assert p1["epoch"] == 1 and p1["seed"] == 3 and p1["optimizer"] is None
+    assert set(p1["data_sha256"]) == {"train", "test"} and p1["torch_version"]
+    assert 0 <= r1.metrics["accuracy"] <= 1 and r1.metrics["n_test"] == 50
+    assert metrics_path(out).is_file()
+    # the binary layers' shadow weights stay clipped
+    assert max(float(v.abs().max()) for k, v in p1["state_dict"].items()
+               if k.startswith("head.linears")) <= 1.0
+    with pytest.raises(OutputExistsError):
+        train("mlp-mnist", epochs=1, **kw)
+    r2 = train("mlp-mnist", epochs=8, resume=True, **kw)
+    p2 = load_checkpoint(out)
+    assert p2["epoch"] == 8 and len(p2["metrics"]["history"]) == 8 and p2["seed"] == 3
+    assert r2.metrics["accuracy"] >= 0.6  # learns: chance is 0.1
+    ev = evaluate("mlp-mnist", out, data_dir=tiny_mnist, strict_data=False, progress=False)
+    assert ev["accuracy"] == pytest.approx(r2.metrics["accuracy"])
+    assert ev["data_sha256_matches"] is True and ev["fc_layer_sizes"] == [784, 16, 10]
+
+
+def test_resume_is_deterministic(tiny_mnist: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import imac.nn.train as T
+
+    kw = {"data_dir": tiny_mnist, "strict_data": False, "progress": False, "seed": 1,
+          "limit_train": 100, "epochs": 2}
+    train("lenet-mnist", out=tmp_path / "a.pt", **kw)
+    # the same run interrupted right after its first checkpoint, then resumed
+    real_save = T.save_checkpoint
+
+    def save_then_die(path: Path, payload: dict) -> None:
+        real_save(path, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train("lenet-mnist", out=tmp_path / "b.pt", **kw)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "b.pt")["optimizer"] is not None
+    train("lenet-mnist", out=tmp_path / "b.pt", resume=True, **kw)
+    a = load_checkpoint(tmp_path / "a.pt")
+    b = load_checkpoint(tmp_path / "b.pt")
+    assert b["epoch"] == 2
+    for k, v in a["state_dict"].items():
+        if isinstance(v, torch.Tensor):
+            torch.testing.assert_close(v, b["state_dict"][k])
+
+
+def test_lenet_metrics_variants(tiny_mnist: Path, tmp_path: Path) -> None:
+    r = train("lenet-mnist", epochs=1, out=tmp_path / "l.pt", data_dir=tiny_mnist,
+              strict_data=False, progress=False, limit_train=60)
+    assert {"accuracy", "accuracy_float", "accuracy_int8"} <= set(r.metrics)
+    p = load_checkpoint(tmp_path / "l.pt")
+    assert p["int8_calibration"] and all(s > 0 for s, _ in p["int8_calibration"])
+
+
+def test_vgg_tiny_run(tmp_path: Path) -> None:
+    write_cifar_tar(tmp_path / "data" / "cifar10" / CIFAR10_JPEG_TAR, per_class=(4, 1))
+    r = train("vgg11-cifar10", epochs=1, out=tmp_path / "v.pt", data_dir=tmp_path / "data",
+              strict_data=False, progress=False, limit_train=32)
+    assert r.metrics["n_test"] == 10 and "accuracy_int8" in r.metrics
+
+
+def test_checkpoint_errors(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mlp.pt"
+    train("mlp-mnist", epochs=1, out=out, data_dir=tiny_mnist, strict_data=False,
+          progress=False, limit_train=50)
+    before = out.read_bytes()
+    with pytest.raises(DataError, match=r"mlp-mnist.*not 'lenet-mnist'"):
+        evaluate("lenet-mnist", out, data_dir=tiny_mnist, strict_data=False)
+    with pytest.raises(DataError, match="not 'lenet-mnist'"):
+        train("lenet-mnist", epochs=2, out=out, resume=True, data_dir=tiny_mnist,
+              strict_data=False)
+    assert out.read_bytes() == before  # nothing overwritten on failure
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(before[: len(before) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        load_checkpoint(bad)
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"bad\.pt"):
+        evaluate("mlp-mnist", bad, data_dir=tiny_mnist, strict_data=False)
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(DataError, match="not an imac checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(DataError, match="not found"):
+        find_checkpoint("mlp-mnist", tmp_path / "nope.pt")
