@@ -123,8 +123,17 @@ class WireSpec(Spec):
 
 
 class AmplifierSpec(Spec):
-    """Difference amplifier: ideal op-amp, R1 = R2 = r_in, R3 = R4 = gain * r_in."""
+    """Per-output amplifier reading the I+ and I- summing lines.
 
+    ``difference`` (the published circuit): ideal op-amp, R1 = R2 = r_in, R3 = R4 = gain * r_in;
+    it loads the lines.  ``instrumentation``: ideal high-impedance inputs, V_out = gain (V+ - V-);
+    it draws no line current, so a common-mode input is rejected exactly (an option, not the
+    published design).
+    """
+
+    topology: Literal["difference", "instrumentation"] = Field(
+        "difference", description="Amplifier read-out circuit (see class doc)."
+    )
     r_in_ohm: float = Field(1000.0, gt=0, description="Input resistors R1 = R2, ohm.")
     gain: float = Field(30.0, gt=0, description="Closed-loop differential gain R3/R1.")
     spice_open_loop_gain: float = Field(

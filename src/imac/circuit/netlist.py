@@ -7,11 +7,12 @@ all rows, one segment ``r_horizontal`` per cell, into a difference amplifier aft
 Each weight is a differential pair: conductance ``g_plus[i, j]`` from input node (i, j) onto the
 I+ line, ``g_minus[i, j]`` onto the I- line.
 
-The difference amplifier is an ideal op-amp with R1 = R2 = r_in and R3 = R4 = gain * r_in:
+The ``difference`` amplifier (the published read-out) is an ideal op-amp with R1 = R2 = r_in and R3 = R4 = gain * r_in:
 V_out = gain * (V+ - V-).  It loads the lines: I+ sees r_in (1 + gain) to ground; I- sees r_in to
 the op-amp input node, which an ideal op-amp holds at V+ * gain / (1 + gain).  The solver stamps
 exactly that; the SPICE export draws the op-amp and its four resistors explicitly, so the
-comparison with ngspice also checks this reduction.
+comparison with ngspice also checks this reduction.  The ``instrumentation`` option senses both
+line ends without loading them (V_out = gain (V+ - V-), no current drawn).
 
 Nodes joined by a zero-resistance wire are merged, so ``r_vertical = 0`` or ``r_horizontal = 0``
 gives the ideal (parasitic-free) array exactly.
@@ -47,6 +48,7 @@ class Subarray:
     amp_gain: Any = 30.0  # scalar or per column; stored as a (cols,) array
     amp_r_in: float = 1000.0
     has_bias: bool = False
+    amp_topology: str = "difference"
     c_vertical: float = 0.0
     c_horizontal: float = 0.0
     _checked: bool = field(default=False, repr=False, compare=False)
@@ -67,6 +69,8 @@ class Subarray:
                         ("c_vertical", self.c_vertical), ("c_horizontal", self.c_horizontal)):
             if not np.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        if self.amp_topology not in ("difference", "instrumentation"):
+            raise ConfigError(f"unknown amplifier topology {self.amp_topology!r}")
         if not np.isfinite(self.amp_r_in) or self.amp_r_in <= 0:
             raise ConfigError(f"amp_r_in must be positive, got {self.amp_r_in}")
         rd = np.broadcast_to(np.asarray(self.r_driver, dtype=float), (gp.shape[0],)).copy()

@@ -31,6 +31,7 @@ class SolvedSubarray:
     C: sp.csr_matrix  # (cols, n_unknowns): amplifier outputs from node voltages
     lu: spla.SuperLU
     A_full: np.ndarray  # (cols, rows): outputs per source voltage, bias line included
+    _Y: np.ndarray | None = None
 
     @property
     def A(self) -> np.ndarray:
@@ -64,6 +65,17 @@ class SolvedSubarray:
         u = self.sources(inputs, v_bias)
         v = self.lu.solve(np.asarray(self.B @ u))
         return float(np.max(np.abs(self.G @ v - self.B @ u)))
+
+    def input_admittance(self) -> np.ndarray:
+        """Y (rows x rows, S): currents drawn from the line sources, I = Y @ u.
+
+        I_k = sum of g (u_k - v_node) over the elements tied to source k, with v = G^-1 B u, so
+        Y = diag(column sums of B) - B^T G^-1 B.  Used to join subarrays that share a driver.
+        """
+        if self._Y is None:
+            Bd = self.B.toarray()
+            self._Y = np.diag(Bd.sum(axis=0)) - Bd.T @ self.lu.solve(Bd)
+        return self._Y
 
     def device_currents(self, inputs: np.ndarray, v_bias: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         """Currents (A) through the I+ and I- devices, shape (batch, rows, cols)."""
@@ -108,9 +120,10 @@ def assemble(sub: Subarray) -> tuple[NodeMap, Resistors, sp.csc_matrix, sp.csc_m
     # I- end to the op-amp node held at V+ * gain/(1+gain), through r_in
     gain = sub.amp_gain
     g_in = 1.0 / sub.amp_r_in
-    rows += [nodes.p_end, nodes.q_end, nodes.q_end]
-    cols += [nodes.p_end, nodes.q_end, nodes.p_end]
-    vals += [g_in / (1.0 + gain), np.full(sub.cols, g_in), -g_in * gain / (1.0 + gain)]
+    if sub.amp_topology == "difference":
+        rows += [nodes.p_end, nodes.q_end, nodes.q_end]
+        cols += [nodes.p_end, nodes.q_end, nodes.p_end]
+        vals += [g_in / (1.0 + gain), np.full(sub.cols, g_in), -g_in * gain / (1.0 + gain)]
     G = sp.csc_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_unk, n_unk)
     )
@@ -146,7 +159,9 @@ def solve_subarray(sub: Subarray) -> SolvedSubarray:
 def ideal_outputs(sub: Subarray, inputs: np.ndarray, v_bias: float = 0.8) -> np.ndarray:
     """Closed-form amplifier outputs (batch, cols), V, with no wire or driver resistance.
 
-    Each summing line is then a single node; KCL at the I+ node gives
+    Instrumentation amplifier: each line is the conductance-weighted mean of the inputs.
+    Difference amplifier:
+    each summing line is then a single node; KCL at the I+ node gives
     V+ = sum_i g+_i u_i / (sum_i g+_i + 1/(r_in (1+gain))), and at the I- node
     V- = (sum_i g-_i u_i + V+ gain/((1+gain) r_in)) / (sum_i g-_i + 1/r_in).
     """
@@ -154,6 +169,8 @@ def ideal_outputs(sub: Subarray, inputs: np.ndarray, v_bias: float = 0.8) -> np.
     if sub.has_bias:
         u = np.hstack([u, np.full((u.shape[0], 1), float(v_bias))])
     gain = sub.amp_gain
+    if sub.amp_topology == "instrumentation":
+        return gain * ((u @ sub.g_plus) / sub.g_plus.sum(0) - (u @ sub.g_minus) / sub.g_minus.sum(0))
     g_in = 1.0 / sub.amp_r_in
     v_plus = (u @ sub.g_plus) / (sub.g_plus.sum(0) + g_in / (1.0 + gain))
     v_minus = (u @ sub.g_minus + v_plus * gain / (1.0 + gain) * g_in) / (sub.g_minus.sum(0) + g_in)

@@ -218,6 +218,9 @@ def subarray_netlist(
     for j in range(sub.cols):
         r_in, r_fb = sub.amp_r_in, sub.amp_gain[j] * sub.amp_r_in
         pe, qe = _node_name(int(nodes.p_end[j])), _node_name(int(nodes.q_end[j]))
+        if sub.amp_topology == "instrumentation":
+            out.append(f"E{j} out_{j} 0 {pe} {qe} {sub.amp_gain[j]:.17g}")
+            continue
         out += [
             f"Ra{j} {qe} am_{j} {r_in:.17g}",
             f"Rf{j} am_{j} out_{j} {r_fb:.17g}",

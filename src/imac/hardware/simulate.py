@@ -1,0 +1,209 @@
+"""Run a mapped network at one of four fidelities, batched over a whole test set.
+
+* ``ideal``: the binary network's math with the fitted neuron curve (what training computed);
+* ``behavioral``: real device conductances (with variation/faults) and the fitted neuron; the
+  arrays are solved without wires and neurons drive their next layer as ideal sources;
+* ``circuit``: wire parasitics, amplifier loading, drivers and each neuron's Thevenin output
+  resistance loading the next layer's input lines.  The whole layer (all its tiles and their
+  shared drivers) is reduced to one affine map ``z = T v_oc + z0`` (see :func:`compile_layer`),
+  so a batch costs one dense product per layer;
+* ``spice``: the whole network as one ngspice netlist (see :mod:`imac.hardware.spice_net`).
+
+Inputs: the first layer takes x in {-1, +1} (driven at +-V_DD); each later layer takes the
+previous neurons' outputs.  Read-out: the class with the LOWEST last-layer neuron output (the
+neuron is a falling sigmoid; same convention as :mod:`imac.nn.models`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from imac.circuit.netlist import Subarray
+from imac.circuit.solve import SolvedSubarray, solve_subarray
+from imac.circuit.wires import cell_parasitics
+from imac.devices.neuron_curve import NeuronCurve
+from imac.errors import ConfigError, ShapeError
+from imac.hardware.mapping import LayerMap, NetworkMap, Tile
+
+Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
+FIDELITIES: tuple[str, ...] = ("ideal", "behavioral", "circuit", "spice")
+GAIN_ITERATIONS = 6
+
+
+def check_fidelity(fidelity: str) -> str:
+    if fidelity not in FIDELITIES:
+        raise ConfigError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(FIDELITIES)}")
+    return fidelity
+
+
+@dataclass
+class CompiledLayer:
+    """A layer reduced to z = T @ v_oc + z0 (V), plus what the cost model needs."""
+
+    T: np.ndarray  # (fan_out, fan_in) V/V
+    z0: np.ndarray  # (fan_out,) V, from the bias line
+    D: np.ndarray | None  # (fan_in+1, fan_in+1) driver-node per source voltage; None = identity
+    solved: list[SolvedSubarray]
+    r_source: np.ndarray  # (fan_in + 1,) ohm, the bias driver last
+
+
+@dataclass
+class CompiledNetwork:
+    netmap: NetworkMap
+    curve: NeuronCurve
+    fidelity: str
+    layers: list[CompiledLayer]
+    build_time_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _tile_subarray(tile: Tile, netmap: NetworkMap, wires: bool) -> Subarray:
+    spec = netmap.spec
+    par = cell_parasitics(spec.wires)
+    return Subarray(
+        tile.g_plus,
+        tile.g_minus,
+        r_vertical=par.r_vertical if wires else 0.0,
+        r_horizontal=par.r_horizontal if wires else 0.0,
+        r_driver=0.0,  # drivers are joined at the layer level (shared by vertical partitions)
+        amp_gain=tile.gain,
+        amp_r_in=spec.amplifier.r_in_ohm,
+        amp_topology=spec.amplifier.topology,
+        has_bias=tile.has_bias,
+        c_vertical=par.c_vertical if wires else 0.0,
+        c_horizontal=par.c_horizontal if wires else 0.0,
+    )
+
+
+def _tile_lines(tile: Tile, fan_in: int) -> np.ndarray:
+    """Layer-level driver index of each tile row: the inputs, then the bias line (= fan_in)."""
+    return np.append(tile.input_idx, fan_in) if tile.has_bias else tile.input_idx
+
+
+def _compose(lm: LayerMap, solved: list[SolvedSubarray], r_source: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Join the tiles of one layer through their shared drivers (module doc, ``circuit``).
+
+    Drivers: one per input plus one for the bias line (index fan_in), each an open-circuit
+    source behind ``r_source``; a driver feeds the same line in every vertical partition.  KCL at
+    the driver nodes d: (v_oc - d)/R = sum over tiles of I_t = Y_t d_t, so d = D v_oc with
+    D = (diag(1/R) + sum_t Y_t)^-1 diag(1/R); then z = sum_t A_t d_t = T v_oc.
+    Returns T (fan_out, fan_in + 1) and D (None when every driver is ideal: D = I).
+    """
+    n_in, n_out = lm.layer.fan_in, lm.layer.fan_out
+    T = np.zeros((n_out, n_in + 1))
+    if np.all(r_source == 0):
+        for tile, s in zip(lm.tiles, solved, strict=True):
+            T[np.ix_(tile.output_idx, _tile_lines(tile, n_in))] += s.A_full
+        return T, None
+    if np.any(r_source <= 0):
+        raise ConfigError("driver resistances must be all zero or all positive within a layer")
+    M = np.diag(1.0 / r_source)
+    for tile, s in zip(lm.tiles, solved, strict=True):
+        k = _tile_lines(tile, n_in)
+        M[np.ix_(k, k)] += s.input_admittance()
+    D = np.linalg.solve(M, np.diag(1.0 / r_source))
+    for tile, s in zip(lm.tiles, solved, strict=True):
+        T[tile.output_idx, :] += s.A_full @ D[_tile_lines(tile, n_in), :]
+    return T, D
+
+
+def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.ndarray,
+                  target_v_per_v: float) -> CompiledLayer:
+    """Derive the tile gains for this circuit and reduce the layer to ``z = T v + z0``.
+
+    Gains (module doc of :mod:`imac.hardware.mapping`): every tile column is scaled so that the
+    mean of a_i w_i over its own rows is ``target`` (each partial sum weighs its inputs
+    equally), then each neuron's tiles together so that the mean of T_jk w_jk over all its
+    lines (bias included) is ``target`` (this compensates the attenuation of loaded drivers).
+    The transfer is nearly proportional to the gain, so a few rounds converge.
+    """
+    v_dd = netmap.spec.subarray.v_dd
+    n_in = lm.layer.fan_in
+    w_full = np.hstack([lm.layer.weight, _bias_weights(lm)[:, None]])
+    for tile in lm.tiles:
+        if tile.gain.size != tile.shape[1]:
+            tile.gain = np.ones(tile.shape[1])
+    for _ in range(GAIN_ITERATIONS):
+        solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
+        for tile, s in zip(lm.tiles, solved, strict=True):
+            ratio_t = target_v_per_v / np.mean(s.A_full * tile.weights.T, axis=1)
+            tile.gain = tile.gain * ratio_t
+            s.A_full = s.A_full * ratio_t[:, None]  # first-order update, exact at convergence
+        T, _ = _compose(lm, solved, r_source)
+        ratio = target_v_per_v / np.mean(T * w_full, axis=1)
+        for tile in lm.tiles:
+            tile.gain = tile.gain * ratio[tile.output_idx]
+        if np.max(np.abs(ratio - 1.0)) < 1e-6:
+            break
+    solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
+    T, D = _compose(lm, solved, r_source)
+    return CompiledLayer(T[:, :n_in], T[:, n_in] * v_dd, D, solved, r_source)
+
+
+def _bias_weights(lm: LayerMap) -> np.ndarray:
+    """The bias line's weight per neuron, as placed on the tiles."""
+    out = np.zeros(lm.layer.fan_out)
+    for tile in lm.tiles:
+        if tile.has_bias:
+            out[tile.output_idx] = tile.weights[-1]
+    return out
+
+
+def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
+                    neuron_r_out_ohm: float | None = None, progress: Any = None) -> CompiledNetwork:
+    """Build everything a fidelity needs before the batch: gains, solves, layer maps."""
+    check_fidelity(fidelity)
+    t0 = time.perf_counter()
+    layers: list[CompiledLayer] = []
+    info: dict[str, Any] = {}
+    if fidelity in ("behavioral", "circuit"):
+        wires = fidelity == "circuit"
+        v_dd = netmap.spec.subarray.v_dd
+        if neuron_r_out_ohm is None:
+            neuron_r_out_ohm = float(curve.output_resistance(0.0))
+        info["neuron_r_out_ohm"] = neuron_r_out_ohm if wires else 0.0
+        for lm in netmap.layers:
+            if wires:
+                r = netmap.spec.subarray.driver_resistance_ohm if lm.index == 0 else neuron_r_out_ohm
+            else:
+                r = 0.0
+            # the bias line's driver is a replica of the input drivers (same output resistance),
+            # so the bias is attenuated by the line loading exactly like the inputs
+            r_src = np.full(lm.layer.fan_in + 1, float(r))
+            layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd))
+            if progress:
+                progress(lm.index)
+    return CompiledNetwork(netmap, curve, fidelity, layers, time.perf_counter() - t0, info)
+
+
+def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Neuron inputs z and outputs y (V) of every layer for first-layer inputs x in {-1, +1}."""
+    x = np.asarray(x, dtype=float)
+    first = net.netmap.layers[0].layer
+    if x.ndim != 2 or x.shape[1] != first.fan_in:
+        raise ShapeError(f"inputs must have shape (batch, {first.fan_in}), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ShapeError("inputs contain NaN or infinite values")
+    v_dd = net.netmap.spec.subarray.v_dd
+    out = []
+    v_src = x * v_dd  # source (open-circuit) voltages of the layer's drivers
+    for li, lm in enumerate(net.netmap.layers):
+        if net.fidelity == "ideal":
+            z = lm.layer.volts_per_unit_sum * lm.layer.raw_sum(v_src / v_dd)
+        else:
+            cl = net.layers[li]
+            z = v_src @ cl.T.T + cl.z0
+        y = net.curve(z)
+        out.append({"z": z, "y": y, "v_in": v_src})
+        v_src = y
+    return out
+
+
+def predict(net: CompiledNetwork, x: np.ndarray) -> np.ndarray:
+    """Predicted class per row of x: the lowest last-layer neuron output."""
+    return np.argmin(run_batch(net, x)[-1]["y"], axis=1)
