@@ -79,7 +79,7 @@ CIFAR10_PY_BATCHES = {
 }
 
 SPLITS = ("train", "test")
-CACHE_FORMAT = 1  # bump when the cached array layout changes
+CACHE_FORMAT = 2  # bump when the cached array layout changes
 
 
 @dataclass
@@ -342,7 +342,8 @@ def _find_cifar(roots: list[tuple[str, Path]]) -> tuple[Path | None, list[str]]:
 
 
 def _decode_jpeg_tar(path: Path, strict: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Both splits of an ImageFolder tar of 32x32 JPEGs, sorted by (class, file name)."""
+    """Both splits of an ImageFolder tar of 32x32 JPEGs, sorted by (file name, class): the
+    classes interleave, so the first N images of a split (``--limit-train N``) are balanced."""
     from PIL import Image
 
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
@@ -383,7 +384,7 @@ def _decode_jpeg_tar(path: Path, strict: bool) -> dict[str, tuple[np.ndarray, np
     for split, items in found.items():
         if not items:
             raise DataError(f"{path}: no {split}/<class>/*.jpg images inside")
-        items.sort(key=lambda t: (t[0], t[1]))
+        items.sort(key=lambda t: (t[1], t[0]))
         out[split] = (np.stack([t[2] for t in items]),
                       np.array([t[0] for t in items], dtype=np.int64))
     return out

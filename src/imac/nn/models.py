@@ -282,6 +282,7 @@ class ModelSpec:
     weight_decay: float = 0.0
     augment: bool = False
     trainable_here: bool = True  # False: analytic studies only, no checkpoint expected
+    validation: int = 5000  # training images held out to pick the best epoch (0: none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -339,11 +340,11 @@ def _scales(n_layers: int) -> list[float]:
 register(ModelSpec(
     "mlp-mnist", MnistMLP, {"hidden": [16], "scales": _scales(2)},
     "784-16-10 binary IMAC MLP on binarized MNIST pixels (authors' IMAC MLP)",
-    epochs=20, batch_size=100, lr=1e-3))
+    epochs=20, batch_size=500, lr=1e-3))
 register(ModelSpec(
     "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": _scales(3)},
     "LeNet-5 float conv (CPU) + binary IMAC head 400-120-84-10; float head = CPU-only",
-    epochs=20, batch_size=120, lr=2e-3))
+    epochs=30, batch_size=120, lr=2e-3))
 register(ModelSpec(
     "vgg11-cifar10", VGG,
     {"arch": "vgg11", "width": 0.25, "fc_hidden": [256, 256], "scales": _scales(3)},

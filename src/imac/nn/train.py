@@ -9,6 +9,7 @@ carries the full-test-set metrics and drops the optimizer state to stay small.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -105,6 +106,9 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     ``epochs`` in total.  Without ``resume`` an existing ``out`` is refused unless
     ``overwrite``.  ``limit_train``/``limit_test`` take the first N samples (tiny CI runs).
     ``config`` overrides builder arguments of the registered model (new runs only).
+    When the model's spec asks for a validation split (MNIST: the last 5000 training images),
+    those images are held out and the final checkpoint holds the epoch with the best
+    validation accuracy of the IMAC head (``metrics["best_epoch"]``).
     ``strict_data=False`` accepts data sets of non-official size (tests on synthetic files).
     """
     spec = get_spec(name)
@@ -127,8 +131,15 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     batch_size = int(batch_size or spec.batch_size)
     lr = float(lr or spec.lr)
 
-    train_set = _load(spec.dataset, "train", data_dir, limit_train, strict_data)
+    full_train = _load(spec.dataset, "train", data_dir, limit_train, strict_data)
     test_set = _load(spec.dataset, "test", data_dir, limit_test, strict_data)
+    # hold out the last images of the training set to pick the best epoch: binary nets jump
+    # by a few points from epoch to epoch, and the test set must not choose
+    n_val = spec.validation if len(full_train) >= 4 * spec.validation else 0
+    train_set = full_train.subset(len(full_train) - n_val) if n_val else full_train
+    val_set = (Dataset(full_train.name, "validation", full_train.images[-n_val:],
+                       full_train.labels[-n_val:], full_train.classes, full_train.sha256)
+               if n_val else None)
 
     torch.manual_seed(seed)
     if payload:
@@ -141,11 +152,16 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     start = int(payload["epoch"]) if payload else 0
     history: list[dict[str, Any]] = list((payload or {}).get("metrics", {}).get("history", []))
     seconds = float((payload or {}).get("metrics", {}).get("train_seconds", 0.0))
+    best: dict[str, Any] | None = (payload or {}).get("best")
+    if payload and best is None:  # resuming a finished run: its weights are the best so far
+        best = {"epoch": payload["epoch"],
+                "val_accuracy": payload["metrics"].get("val_accuracy", -1.0),
+                "state_dict": payload["state_dict"]}
     if start >= epochs:
         raise DataError(f"checkpoint already has {start} epochs; ask for more than {epochs}")
 
     meta = {"format": FORMAT, "model": name, "config": cfg, "seed": seed, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "limit_train": limit_train,
+            "batch_size": batch_size, "lr": lr, "limit_train": limit_train, "validation": n_val,
             "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}}
     labels = torch.as_tensor(train_set.labels)
     n = len(train_set)
@@ -179,8 +195,13 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         dt = time.perf_counter() - t0
         seconds += dt
         test_acc = accuracies(model, test_set)
+        val_acc = accuracies(model, val_set)["accuracy"] if val_set is not None else None
         history.append({"epoch": epoch + 1, "loss": tot_loss / seen, "train_acc": tot_ok / seen,
-                        "seconds": dt, **{f"test_{k}": v for k, v in test_acc.items()}})
+                        "val_accuracy": val_acc, "seconds": dt,
+                        **{f"test_{k}": v for k, v in test_acc.items()}})
+        if val_acc is not None and (best is None or val_acc > best["val_accuracy"]):
+            best = {"epoch": epoch + 1, "val_accuracy": val_acc,
+                    "state_dict": copy.deepcopy(model.state_dict())}
         print(f"{name} epoch {epoch + 1}/{epochs}: loss {tot_loss / seen:.4f} train acc "
               f"{tot_ok / seen:.4f} test " + " ".join(f"{k} {v:.4f}" for k, v in
                                                       test_acc.items()) + f" ({dt:.1f} s)",
@@ -189,6 +210,9 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         metrics: dict[str, Any] = {"history": history, "train_seconds": seconds}
         calibration = None
         if final:
+            if best is not None and val_set is not None:
+                model.load_state_dict(best["state_dict"])
+                metrics.update(best_epoch=best["epoch"], val_accuracy=best["val_accuracy"])
             trunk = calibrated_int8_trunk(model, train_set)
             if trunk is not None:
                 calibration = trunk.calibration()
@@ -199,6 +223,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
             "state_dict": model.state_dict(),
             "optimizer": None if final else opt.state_dict(),
             "int8_calibration": calibration,
+            "best": None if final else best,
         })
     return TrainResult(out, metrics, epochs, seconds)
 
