@@ -20,9 +20,9 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 
 class Spec(BaseModel):
-    """Base of all specs: frozen, unknown keys forbidden, values validated on assignment."""
+    """Base of all specs: frozen, unknown keys forbidden, NaN and infinity refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class MTJSpec(Spec):

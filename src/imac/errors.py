@@ -24,6 +24,10 @@ class DataError(ImacError):
     """A data file, dataset or checkpoint is missing, truncated or corrupt."""
 
 
+class SolverError(ImacError):
+    """A circuit could not be solved (singular nodal matrix)."""
+
+
 class SpiceError(ImacError):
     """ngspice failed, did not converge or printed something we could not parse."""
 

@@ -27,6 +27,10 @@ import numpy as np
 
 from imac.errors import ConfigError, ShapeError
 
+# Below this a resistor is numerically a short: the nodal matrix would lose ~16 digits.  Use 0
+# (merged nodes) for an ideal wire instead.
+MIN_RESISTANCE_OHM = 1e-6
+MAX_CONDUCTANCE_S = 1.0 / MIN_RESISTANCE_OHM
 FIXED = -1  # marker base: fixed (source) nodes are encoded as -1 - k for source k
 
 
@@ -65,6 +69,9 @@ class Subarray:
                 raise ShapeError(f"{name} contains NaN or infinite conductances")
             if np.any(g <= 0):
                 raise ConfigError(f"{name} must be positive (a device has zero or negative conductance)")
+        for name, g in (("g_plus", gp), ("g_minus", gm)):
+            if np.any(g > MAX_CONDUCTANCE_S):
+                raise ConfigError(f"{name} has a conductance above {MAX_CONDUCTANCE_S:g} S (below 1 micro-ohm)")
         for name, v in (("r_vertical", self.r_vertical), ("r_horizontal", self.r_horizontal),
                         ("c_vertical", self.c_vertical), ("c_horizontal", self.c_horizontal)):
             if not np.isfinite(v) or v < 0:
@@ -73,9 +80,17 @@ class Subarray:
             raise ConfigError(f"unknown amplifier topology {self.amp_topology!r}")
         if not np.isfinite(self.amp_r_in) or self.amp_r_in <= 0:
             raise ConfigError(f"amp_r_in must be positive, got {self.amp_r_in}")
-        rd = np.broadcast_to(np.asarray(self.r_driver, dtype=float), (gp.shape[0],)).copy()
+        try:
+            rd = np.broadcast_to(np.asarray(self.r_driver, dtype=float), (gp.shape[0],)).copy()
+        except ValueError:
+            raise ShapeError(f"r_driver must be a scalar or one value per row ({gp.shape[0]})") from None
         if not np.all(np.isfinite(rd)) or np.any(rd < 0):
             raise ConfigError("r_driver must be finite and >= 0 for every input line")
+        for name, r in (("r_vertical", self.r_vertical), ("r_horizontal", self.r_horizontal)):
+            if 0 < r < MIN_RESISTANCE_OHM:
+                raise ConfigError(f"{name} = {r:g} ohm is below {MIN_RESISTANCE_OHM:g} ohm; use 0 for an ideal wire")
+        if np.any((rd > 0) & (rd < MIN_RESISTANCE_OHM)):
+            raise ConfigError(f"r_driver below {MIN_RESISTANCE_OHM:g} ohm; use 0 for an ideal driver")
         try:
             gain = np.broadcast_to(np.asarray(self.amp_gain, dtype=float), (gp.shape[1],)).copy()
         except ValueError:

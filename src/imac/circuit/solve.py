@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from imac.circuit.netlist import FIXED, NodeMap, Resistors, Subarray, number_nodes, resistors
-from imac.errors import ShapeError
+from imac.errors import ShapeError, SolverError
 
 
 @dataclass
@@ -149,7 +149,10 @@ def solve_subarray(sub: Subarray) -> SolvedSubarray:
     """Assemble, factor once and compute the effective transfer matrix of ``sub``."""
     nodes, el, G, B, C = assemble(sub)
     # the nodal matrix is structurally symmetric: minimum degree on A^T + A fills least
-    lu = spla.splu(G, permc_spec="MMD_AT_PLUS_A")
+    try:
+        lu = spla.splu(G, permc_spec="MMD_AT_PLUS_A")
+    except RuntimeError as err:  # SuperLU: "Factor is exactly singular"
+        raise SolverError(f"the {sub.rows}x{sub.cols} subarray's nodal matrix is singular: {err}") from None
     # adjoint: A = C G^-1 B = (G^-T C^T)^T B, m solves instead of one per input vector
     Y = lu.solve(np.asarray(C.T.todense()), trans="T")
     A_full = np.asarray((B.T @ Y).T)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from imac.circuit.netlist import FIXED, Subarray, number_nodes, resistors
-from imac.errors import ModelCardNotFoundError, SpiceError, SpiceNotFoundError
+from imac.errors import ModelCardNotFoundError, ShapeError, SpiceError, SpiceNotFoundError
 
 INSTALL_HINT = (
     "ngspice is not installed or not on PATH; install it with `apt-get install -y ngspice` "
@@ -163,7 +163,7 @@ def run_ngspice(
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise SpiceError(f"ngspice did not finish within {timeout_s:.0f} s", str(log)) from None
+        raise SpiceError(f"ngspice did not finish within {timeout_s:g} s", str(log)) from None
     log_text = log.read_text(errors="replace") if log.exists() else proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise SpiceError(f"ngspice exited with status {proc.returncode}", str(log))
@@ -204,7 +204,7 @@ def subarray_netlist(
     """
     u = np.asarray(inputs, dtype=float).ravel()
     if u.size != sub.n_inputs:
-        raise SpiceError(f"expected {sub.n_inputs} input voltages, got {u.size}")
+        raise ShapeError(f"expected {sub.n_inputs} input voltages, got {u.size}")
     if sub.has_bias:
         u = np.append(u, v_bias)
     nodes = number_nodes(sub)
