@@ -135,7 +135,10 @@ class AmplifierSpec(Spec):
         "difference", description="Amplifier read-out circuit (see class doc)."
     )
     r_in_ohm: float = Field(1000.0, gt=0, description="Input resistors R1 = R2, ohm.")
-    gain: float = Field(30.0, gt=0, description="Closed-loop differential gain R3/R1.")
+    gain: float = Field(30.0, gt=0, description="Closed-loop differential gain R3/R1 (single subarrays).")
+    max_gain: float = Field(
+        1000.0, gt=0, description="Largest gain the mapping may derive for a column (R3/R1 ratio)."
+    )
     spice_open_loop_gain: float = Field(
         1e9, gt=1e3, description="Open-loop gain of the VCVS that stands for the ideal op-amp in SPICE."
     )

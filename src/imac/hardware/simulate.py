@@ -31,7 +31,9 @@ from imac.hardware.mapping import LayerMap, NetworkMap, Tile
 
 Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
 FIDELITIES: tuple[str, ...] = ("ideal", "behavioral", "circuit", "spice")
-GAIN_ITERATIONS = 6
+GAIN_ITERATIONS = 8
+GAIN_TOLERANCE = 1e-6  # relative, on every tile column and neuron
+GAIN_MIN = 1e-6
 
 
 def check_fidelity(fidelity: str) -> str:
@@ -49,6 +51,7 @@ class CompiledLayer:
     D: np.ndarray | None  # (fan_in+1, fan_in+1) driver-node per source voltage; None = identity
     solved: list[SolvedSubarray]
     r_source: np.ndarray  # (fan_in + 1,) ohm, the bias driver last
+    gain_shortfall: float = 0.0  # max |realised / trained scale - 1| over the neurons
 
 
 @dataclass
@@ -120,7 +123,11 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
     mean of a_i w_i over its own rows is ``target`` (each partial sum weighs its inputs
     equally), then each neuron's tiles together so that the mean of T_jk w_jk over all its
     lines (bias included) is ``target`` (this compensates the attenuation of loaded drivers).
-    The transfer is nearly proportional to the gain, so a few rounds converge.
+    The transfer is nearly proportional to the gain, so a few rounds converge.  A strongly
+    unbalanced column (far more +1 than -1 weights) read by the loaded difference amplifier
+    has a largest reachable scale: raising R3 = R4 also raises the I+ line's load, so the output
+    stops growing with the gain.  Gains are kept within ``amplifier.max_gain`` and the layer
+    reports how far it fell short (``gain_shortfall``) instead of diverging.
     """
     v_dd = netmap.spec.subarray.v_dd
     n_in = lm.layer.fan_in
@@ -128,21 +135,35 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
     for tile in lm.tiles:
         if tile.gain.size != tile.shape[1]:
             tile.gain = np.ones(tile.shape[1])
+    g_max = netmap.spec.amplifier.max_gain
+
+    def rescale(gain: np.ndarray, eff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # eff <= 0: this gain cannot realise the weights' sign at all; push towards g_max
+        ratio = np.where(eff > 0, target_v_per_v / np.where(eff > 0, eff, 1.0), g_max / gain)
+        new = np.clip(gain * ratio, GAIN_MIN, g_max)
+        return new, new / gain
+
     for _ in range(GAIN_ITERATIONS):
         solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
+        worst = 0.0
         for tile, s in zip(lm.tiles, solved, strict=True):
-            ratio_t = target_v_per_v / np.mean(s.A_full * tile.weights.T, axis=1)
-            tile.gain = tile.gain * ratio_t
+            eff_t = np.mean(s.A_full * tile.weights.T, axis=1)
+            worst = max(worst, float(np.max(np.abs(eff_t / target_v_per_v - 1.0))))
+            tile.gain, ratio_t = rescale(tile.gain, eff_t)
             s.A_full = s.A_full * ratio_t[:, None]  # first-order update, exact at convergence
         T, _ = _compose(lm, solved, r_source)
-        ratio = target_v_per_v / np.mean(T * w_full, axis=1)
+        eff_n = np.mean(T * w_full, axis=1)
+        worst = max(worst, float(np.max(np.abs(eff_n / target_v_per_v - 1.0))))
+        ratio = np.where(eff_n > 0, target_v_per_v / np.where(eff_n > 0, eff_n, 1.0), 1.0)
         for tile in lm.tiles:
-            tile.gain = tile.gain * ratio[tile.output_idx]
-        if np.max(np.abs(ratio - 1.0)) < 1e-6:
+            tile.gain = np.clip(tile.gain * ratio[tile.output_idx], GAIN_MIN, g_max)
+        if worst < GAIN_TOLERANCE:
             break
     solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
     T, D = _compose(lm, solved, r_source)
-    return CompiledLayer(T[:, :n_in], T[:, n_in] * v_dd, D, solved, r_source)
+    # how far the neurons' effective scale ended from the trained one (0 = reached exactly)
+    shortfall = float(np.max(np.abs(np.mean(T * w_full, axis=1) / target_v_per_v - 1.0)))
+    return CompiledLayer(T[:, :n_in], T[:, n_in] * v_dd, D, solved, r_source, shortfall)
 
 
 def _bias_weights(lm: LayerMap) -> np.ndarray:
@@ -178,6 +199,11 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
             layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd))
             if progress:
                 progress(lm.index)
+        info["gain_shortfall"] = [cl.gain_shortfall for cl in layers]
+        info["gain_range"] = [
+            [float(min(t.gain.min() for t in lm.tiles)), float(max(t.gain.max() for t in lm.tiles))]
+            for lm in netmap.layers
+        ]
     return CompiledNetwork(netmap, curve, fidelity, layers, time.perf_counter() - t0, info)
 
 

@@ -1,0 +1,161 @@
+"""Mapping of binary layers onto subarrays and the simulation fidelities."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from imac.config import ImacSpec, parse_spec
+from imac.devices.neuron_curve import default_neuron_curve
+from imac.errors import ConfigError, ShapeError
+from imac.hardware.mapping import BinaryLayer, map_network, partition_counts
+from imac.hardware.simulate import compile_network, predict, run_batch
+
+LENET_HEAD = [400, 120, 84, 10]
+
+
+def random_layers(rng: np.random.Generator, sizes: list[int], bias: bool = True,
+                  scale: float = 0.05) -> list[BinaryLayer]:
+    """Random binary layers; ``scale`` / sqrt(fan_in) V per unit sum (trained LeNet: ~0.1-0.5)."""
+    return [
+        BinaryLayer(rng.choice([-1.0, 1.0], (b, a)), rng.choice([-1.0, 1.0], b) if bias else None, scale / np.sqrt(a))
+        for a, b in itertools.pairwise(sizes)
+    ]
+
+
+def test_lenet_head_on_32x32_gives_the_published_partitioning(rng: np.random.Generator) -> None:
+    m = map_network(random_layers(rng, LENET_HEAD), ImacSpec(), 32, 32)
+    assert m.hpar == [13, 4, 3]
+    assert m.vpar == [4, 3, 1]
+    assert m.n_subarrays == 67
+    for lm in m.layers:
+        # every input line and every neuron is placed exactly once, the bias once per column group
+        rows = np.concatenate([t.input_idx for t in lm.tiles if t.v == 0])
+        assert np.array_equal(np.sort(rows), np.arange(lm.layer.fan_in))
+        cols = np.concatenate([t.output_idx for t in lm.tiles if t.h == 0])
+        assert np.array_equal(np.sort(cols), np.arange(lm.layer.fan_out))
+        assert sum(t.has_bias for t in lm.tiles) == lm.vpar
+        assert all(t.shape[0] <= 32 and t.shape[1] <= 32 for t in lm.tiles)
+
+
+@pytest.mark.parametrize(("fan_in", "fan_out", "rows", "cols", "expect"),
+                         [(31, 32, 32, 32, (1, 1)), (32, 33, 32, 32, (2, 2)), (784, 16, 64, 16, (13, 1))])
+def test_partition_counts(fan_in: int, fan_out: int, rows: int, cols: int, expect: tuple[int, int]) -> None:
+    assert partition_counts(fan_in, fan_out, rows, cols) == expect
+
+
+def test_unpartitioned_map_is_one_array_per_layer(rng: np.random.Generator) -> None:
+    m = map_network(random_layers(rng, LENET_HEAD), partitioned=False)
+    assert m.n_subarrays == 3
+    assert [t.shape for lm in m.layers for t in lm.tiles] == [(401, 120), (121, 84), (85, 10)]
+
+
+def test_bad_inputs_are_refused(rng: np.random.Generator) -> None:
+    with pytest.raises(ConfigError, match="no binary FC layers"):
+        map_network([])
+    with pytest.raises(ConfigError, match="at least 2 rows"):
+        map_network(random_layers(rng, [8, 4]), rows=1, cols=4)
+    with pytest.raises(ShapeError, match="layer 1 takes"):
+        map_network(random_layers(rng, [8, 4]) + random_layers(rng, [5, 2]))
+    with pytest.raises(ShapeError, match="binary"):
+        BinaryLayer(np.array([[0.5, 1.0]]), None, 0.1)
+    with pytest.raises(ShapeError, match="NaN"):
+        BinaryLayer(np.array([[np.nan, 1.0]]), None, 0.1)
+    with pytest.raises(ConfigError, match="volts_per_unit_sum"):
+        BinaryLayer(np.ones((2, 2)), None, -1.0)
+    with pytest.raises(ConfigError, match="unknown fidelity"):
+        compile_network(map_network(random_layers(rng, [8, 4])), default_neuron_curve(), "magic")
+    with pytest.raises(ConfigError, match="variation"):
+        parse_spec({"variation": {"kind": "uniform", "amount": 1.5}})
+
+
+def test_ideal_fidelity_is_the_binary_math(rng: np.random.Generator) -> None:
+    layers = random_layers(rng, [20, 8, 3])
+    curve = default_neuron_curve()
+    net = compile_network(map_network(layers, rows=8, cols=4), curve, "ideal")
+    x = rng.choice([-1.0, 1.0], (50, 20))
+    out = run_batch(net, x)
+    z0 = layers[0].volts_per_unit_sum * (x @ layers[0].weight.T + layers[0].bias)
+    np.testing.assert_allclose(out[0]["z"], z0)
+    y0 = curve(z0)
+    z1 = layers[1].volts_per_unit_sum * ((y0 / 0.8) @ layers[1].weight.T + layers[1].bias)
+    np.testing.assert_allclose(out[1]["y"], curve(z1))
+    np.testing.assert_array_equal(predict(net, x), np.argmin(curve(z1), axis=1))
+
+
+@pytest.mark.parametrize("topology", ["difference", "instrumentation"])
+def test_gains_give_every_tile_column_the_trained_scale(rng: np.random.Generator, topology: str) -> None:
+    spec = parse_spec({"amplifier": {"topology": topology}})
+    layers = random_layers(rng, [40, 12, 5])
+    m = map_network(layers, spec, rows=16, cols=8)
+    for fidelity in ("behavioral", "circuit"):
+        net = compile_network(m, default_neuron_curve(), fidelity)
+        for lm, cl in zip(m.layers, net.layers, strict=True):
+            target = lm.layer.volts_per_unit_sum / spec.subarray.v_dd
+            if cl.D is None:  # ideal drivers: every tile column on its own
+                for tile, s in zip(lm.tiles, cl.solved, strict=True):
+                    np.testing.assert_allclose(np.mean(s.A_full * tile.weights.T, axis=1), target, rtol=1e-5)
+            # whole neuron, through loaded drivers too (the bias line weighs like an input)
+            w_full = np.hstack([lm.layer.weight, lm.layer.bias[:, None]])
+            T_full = np.hstack([cl.T, cl.z0[:, None] / spec.subarray.v_dd])
+            np.testing.assert_allclose(np.mean(T_full * w_full, axis=1), target, rtol=1e-5)
+            # every effective weight keeps the sign of the trained weight
+            assert np.all(np.sign(cl.T) == lm.layer.weight)
+        assert max(net.info["gain_shortfall"]) < 1e-5
+
+
+def test_unreachable_scale_is_reported_not_diverging(rng: np.random.Generator) -> None:
+    # an all-+1 column on the loaded difference amplifier cannot reach a large scale
+    layer = BinaryLayer(np.ones((2, 12)), np.ones(2), 2.0)
+    net = compile_network(map_network([layer], rows=16, cols=2), default_neuron_curve(), "behavioral")
+    assert net.info["gain_shortfall"][0] > 0.1
+    assert net.info["gain_range"][0][1] <= ImacSpec().amplifier.max_gain
+    assert np.all(np.isfinite(net.layers[0].T))
+
+
+def test_circuit_without_parasitics_equals_behavioral(rng: np.random.Generator) -> None:
+    spec = parse_spec({"wires": {"r_vertical_ohm": 0.0, "r_horizontal_ohm": 0.0}})
+    layers = random_layers(rng, [30, 10, 4])
+    m = map_network(layers, spec, rows=8, cols=4)
+    curve = default_neuron_curve()
+    beh = compile_network(m, curve, "behavioral")
+    # ideal drivers everywhere: circuit must then be the behavioural model exactly
+    cir = compile_network(m, curve, "circuit", neuron_r_out_ohm=0.0)
+    x = rng.choice([-1.0, 1.0], (20, 30))
+    np.testing.assert_allclose(run_batch(cir, x)[-1]["z"], run_batch(beh, x)[-1]["z"], atol=1e-9)
+
+
+def test_loaded_drivers_attenuate_and_gains_compensate(rng: np.random.Generator) -> None:
+    layers = random_layers(rng, [30, 10, 4])
+    m = map_network(layers, rows=8, cols=4)
+    net = compile_network(m, default_neuron_curve(), "circuit", neuron_r_out_ohm=2000.0)
+    hidden = net.layers[1]
+    assert hidden.D is not None
+    assert 0 < np.mean(np.diag(hidden.D)) < 0.9  # the neuron output sags under the line load
+    target = layers[1].volts_per_unit_sum / 0.8
+    w_full = np.hstack([layers[1].weight, layers[1].bias[:, None]])
+    T_full = np.hstack([hidden.T, hidden.z0[:, None] / 0.8])
+    np.testing.assert_allclose(np.mean(T_full * w_full, axis=1), target, rtol=1e-5)
+
+
+def test_hardware_aware_forward_equals_behavioral_fidelity(rng: np.random.Generator) -> None:
+    from imac.hardware.aware import AwareHead
+    from imac.nn.layers import ImacMLP
+
+    torch.manual_seed(0)
+    head = ImacMLP([24, 10, 4]).double()
+    info = head.layer_info()
+    layers = [
+        BinaryLayer(w.numpy().astype(float), b.numpy().astype(float), i["volts_per_unit_sum"])
+        for (w, b), i in zip(head.export_binary(), info, strict=True)
+    ]
+    spec = ImacSpec()
+    net = compile_network(map_network(layers, spec, rows=8, cols=4), head.neurons[0].curve, "behavioral")
+    x = rng.choice([-1.0, 1.0], (30, 24))
+    aware = AwareHead(head, spec, rows=8)
+    with torch.no_grad():
+        y = aware(torch.as_tensor(x)).numpy() * spec.subarray.v_dd
+    np.testing.assert_allclose(y, run_batch(net, x)[-1]["y"], atol=1e-6)  # both converge gains to 1e-6
