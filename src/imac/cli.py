@@ -124,15 +124,16 @@ def demo(
     _say(f"results in {out}/ ({summary['subarray']['speedup_vs_ngspice']:.0f}x faster than ngspice)")
 
 
-def _register_optional() -> None:
-    try:
-        from imac.nn.commands import register
-    except ImportError:
-        return
-    register(app)
+def _register_commands() -> None:
+    # typer needs the commands at start-up; their heavy imports (torch) stay inside them
+    from imac.hardware.commands import register as register_hardware
+    from imac.nn.commands import register as register_nn
+
+    register_nn(app)
+    register_hardware(app)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

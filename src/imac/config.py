@@ -189,6 +189,29 @@ class SubarraySpec(Spec):
     )
 
 
+class CostSpec(Spec):
+    """Parameters of the IMAC cost model that are not simulated (each with its basis).
+
+    Op-amp: a single-stage OTA sized by the gm/I_D method (Jespers & Murmann, *Systematic
+    Design of Analog CMOS Circuits*, Cambridge UP 2017): GBW = g_m / (2 pi C_L), g_m =
+    (g_m/I_D) I_D, two branches of I_D from V_DD.  Closed-loop bandwidth GBW / (1 + gain) (the
+    noise gain of the difference amplifier); settling to 2^-(bits+1) takes (bits+1) ln 2 time
+    constants.  Areas: the synapse cell is the wire spec's cell pitch (135 nm x 108 nm, the
+    authors' layout); neuron and op-amp areas are our layout estimates.
+    """
+
+    opamp_gm_over_id: float = Field(15.0, gt=0, description="g_m/I_D of the OTA input pair, S/A (moderate inversion).")
+    opamp_c_load_f: float = Field(10e-15, gt=0, description="OTA load + compensation capacitance, F (our estimate).")
+    opamp_gbw_hz: float = Field(5e9, gt=0, description="OTA gain-bandwidth product, Hz (our choice for a 22 nm OTA).")
+    opamp_area_m2: float = Field(20e-12, gt=0, description="Area of one OTA with its 4 resistors, m^2 (our estimate).")
+    settle_bits: int = Field(8, ge=1, le=16, description="Settle every node to 2^-(bits+1) of its step.")
+    neuron_area_m2: float = Field(
+        0.5e-12, gt=0, description="Neuron: 2 MTJs + 440n/22n inverter + level shifter, m^2 (our estimate)."
+    )
+    routing_overhead: float = Field(0.2, ge=0, description="Extra area for routing and periphery, fraction.")
+    neuron_load_c_f: float = Field(1e-15, ge=0, description="Capacitance at a neuron input, F.")
+
+
 class ImacSpec(Spec):
     """The whole IMAC design point."""
 
@@ -199,6 +222,7 @@ class ImacSpec(Spec):
     amplifier: AmplifierSpec = AmplifierSpec()
     neuron: NeuronSpec = NeuronSpec()
     subarray: SubarraySpec = SubarraySpec()
+    cost: CostSpec = CostSpec()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,147 @@
+"""IMAC cost per inference: power, latency, energy and area, in the Accelergy shape.
+
+Each component (synapse arrays, line drivers, amplifiers, neurons) has named actions with a
+count, an energy and a latency; the rows of :meth:`ImacCost.table` sum to the totals.
+
+* Arrays: the power the line drivers deliver into each tile, u^T Y u (Y = the tile's input
+  admittance from the solve, so wires, devices and amplifier input resistors are all in it),
+  averaged over the batch; plus the loss in each driver's own output resistance.
+* Amplifiers: OTA quiescent power from the gm/I_D sizing in :class:`imac.config.CostSpec`.
+* Neurons: the characterized static supply current at each neuron's input voltage.
+* Latency per layer: array settling (Elmore delay of the worst input line and summing line,
+  times the settling factor) + amplifier closed-loop settling + the neuron's SPICE delay;
+  layers run in sequence.  IMAC is static (no clock), so energy = power x latency.
+* Area: two synapse cells per weight at the wire spec's cell pitch, neurons, amplifiers, plus
+  the routing overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imac.hardware.simulate import CompiledNetwork, compile_network
+
+
+@dataclass
+class CostRow:
+    component: str
+    action: str
+    count: float
+    power_w: float
+    latency_s: float
+    energy_j: float
+    area_m2: float
+    basis: str
+
+
+@dataclass
+class ImacCost:
+    rows: list[CostRow] = field(default_factory=list)
+    latency_s: float = 0.0
+    layer_latency_s: list[float] = field(default_factory=list)
+
+    @property
+    def power_w(self) -> float:
+        return float(sum(r.power_w for r in self.rows))
+
+    @property
+    def energy_j(self) -> float:
+        return float(sum(r.energy_j for r in self.rows))
+
+    @property
+    def area_m2(self) -> float:
+        return float(sum(r.area_m2 for r in self.rows))
+
+    def table(self) -> list[dict[str, Any]]:
+        return [r.__dict__.copy() for r in self.rows]
+
+
+def opamp_quiescent_power(spec: Any) -> float:
+    """OTA power, W: two branches of I_D = 2 pi GBW C_L / (g_m/I_D) from V_DD."""
+    c = spec.cost
+    i_d = 2 * math.pi * c.opamp_gbw_hz * c.opamp_c_load_f / c.opamp_gm_over_id
+    return 2 * i_d * spec.subarray.v_dd
+
+
+def settle_factor(spec: Any) -> float:
+    """Time constants to settle to 2^-(bits+1)."""
+    return (spec.cost.settle_bits + 1) * math.log(2)
+
+
+def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None = None) -> ImacCost:
+    """Cost of one inference of ``net``, averaged over the batch in ``outputs`` (run_batch)."""
+    if net.fidelity not in ("behavioral", "circuit"):
+        # the ideal math has no circuit: price the same mapping with real devices
+        net = compile_network(net.netmap, net.curve, "behavioral")
+        outputs = None
+    spec = net.netmap.spec
+    v_dd = spec.subarray.v_dd
+    k_settle = settle_factor(spec)
+    curve = net.curve
+    cost = ImacCost()
+    p_amp = opamp_quiescent_power(spec)
+    cell_area = spec.wires.cell_width_m * spec.wires.cell_height_m
+    total_latency = 0.0
+    for lm, cl in zip(net.netmap.layers, net.layers, strict=True):
+        fan_in = lm.layer.fan_in
+        if outputs is not None:
+            v_oc = outputs[lm.index]["v_in"]
+            z = outputs[lm.index]["z"]
+        else:  # mid-scale stand-in: every input at V_DD/2, neurons at their centre
+            v_oc = np.full((1, fan_in), 0.5 * v_dd)
+            z = np.zeros((1, lm.layer.fan_out))
+        v_full = np.hstack([v_oc, np.full((len(v_oc), 1), v_dd)])
+        d = v_full if cl.D is None else v_full @ cl.D.T
+        p_arr = 0.0
+        for tile, s in zip(lm.tiles, cl.solved, strict=True):
+            k = np.append(tile.input_idx, fan_in) if tile.has_bias else tile.input_idx
+            u = d[:, k]
+            p_arr += float(np.mean(np.einsum("bi,ij,bj->b", u, s.input_admittance(), u)))
+        r_src = cl.r_source
+        p_drv = 0.0
+        if cl.D is not None:
+            p_drv = float(np.mean(np.sum((v_full - d) ** 2 / r_src[None, :], axis=1)))
+        n_amp = sum(t.shape[1] for t in lm.tiles)
+        n_neuron = lm.layer.fan_out
+        p_neuron = float(np.mean(np.sum(v_dd * curve.supply_current(z), axis=1)))
+        # latency: worst tile's array settling, its amplifiers, then the neuron
+        t_arr, t_amp = 0.0, 0.0
+        for tile, s in zip(lm.tiles, cl.solved, strict=True):
+            sub = s.sub
+            n, m = sub.rows, sub.cols
+            r_drv = float(np.max(r_src))
+            # Elmore: driver R into the whole input line, distributed line, then summing line
+            c_in_line = m * sub.c_vertical
+            tau_in = r_drv * c_in_line + sub.r_vertical * sub.c_vertical * m * (m + 1) / 2
+            r_dev = 1.0 / float(np.max(np.maximum(sub.g_plus, sub.g_minus)))
+            c_sum_line = n * sub.c_horizontal
+            tau_sum = (r_dev + r_drv) * c_sum_line + sub.r_horizontal * sub.c_horizontal * n * (n + 1) / 2
+            t_arr = max(t_arr, k_settle * (tau_in + tau_sum))
+            f_cl = spec.cost.opamp_gbw_hz / (1.0 + float(np.max(sub.amp_gain)))
+            t_amp = max(t_amp, k_settle / (2 * math.pi * f_cl))
+        t_neu = float(curve.delay_s) if math.isfinite(curve.delay_s) else 0.0
+        t_layer = t_arr + t_amp + t_neu
+        cost.layer_latency_s.append(t_layer)
+        total_latency += t_layer
+        name = f"layer{lm.index}"
+        n_dev = int(sum(2 * t.weights.size for t in lm.tiles))
+        cost.rows += [
+            CostRow(f"{name}.arrays", "read", n_dev, p_arr, t_arr, 0.0, n_dev * cell_area,
+                    "u^T Y u from the solved tiles (devices, wires, amplifier inputs)"),
+            CostRow(f"{name}.drivers", "drive", fan_in + 1, p_drv, 0.0, 0.0, 0.0,
+                    "loss in the drivers' output resistance"),
+            CostRow(f"{name}.amplifiers", "amplify", n_amp, n_amp * p_amp, t_amp, 0.0,
+                    n_amp * spec.cost.opamp_area_m2, "gm/ID OTA model (CostSpec)"),
+            CostRow(f"{name}.neurons", "activate", n_neuron, p_neuron, t_neu, 0.0,
+                    n_neuron * spec.cost.neuron_area_m2, "ngspice static current and delay"),
+        ]
+    cost.latency_s = total_latency
+    for r in cost.rows:  # static read: every component draws power for the whole inference
+        r.energy_j = r.power_w * total_latency
+    routing = spec.cost.routing_overhead * cost.area_m2
+    cost.rows.append(CostRow("routing", "-", 1, 0.0, 0.0, 0.0, routing, "routing overhead fraction (CostSpec)"))
+    return cost

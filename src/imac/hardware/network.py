@@ -1,0 +1,203 @@
+"""Bridge from trained models (:mod:`imac.nn`) to the hardware: binary layers, the first IMAC
+layer's inputs on a test set, the named hardware-aware calibration, and one call that runs a
+model at a fidelity and reports accuracy, timing and cost."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imac.config import ImacSpec
+from imac.errors import ConfigError, DataError
+from imac.hardware.mapping import BinaryLayer, NetworkMap, map_network
+from imac.hardware.simulate import check_fidelity, compile_network, run_batch
+
+FEATURE_BATCH = 2000
+
+
+def binary_layers(model: Any) -> list[BinaryLayer]:
+    """The model's IMAC head as :class:`BinaryLayer` objects (sign weights, trained scales)."""
+    head = getattr(model, "head", None)
+    if head is None or not hasattr(head, "export_binary"):
+        raise ConfigError(f"model {type(model).__name__} has no binary FC (IMAC) layers")
+    out = []
+    for (w, b), info in zip(head.export_binary(), head.layer_info(), strict=True):
+        out.append(BinaryLayer(w.numpy().astype(float), None if b is None else b.numpy().astype(float),
+                               float(info["volts_per_unit_sum"])))
+    if not out:
+        raise ConfigError(f"model {type(model).__name__} has no binary FC (IMAC) layers")
+    return out
+
+
+def imac_inputs(model: Any, images: np.ndarray, int8: bool = False) -> np.ndarray:
+    """First IMAC layer inputs in {-1, +1} for uint8 images (CPU trunk, optionally int8)."""
+    import torch
+
+    trunk = None
+    if int8:
+        trunk = getattr(model, "_calibrated_int8", None) or model.int8_trunk()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), FEATURE_BATCH):
+            x = model.prepare(images[i : i + FEATURE_BATCH])
+            out.append(model.imac_input(x, trunk).numpy())
+    return np.concatenate(out).astype(float)
+
+
+def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[Any, Path, dict[str, Any]]:
+    """(model, checkpoint path, payload) of a named model; clear errors otherwise."""
+    from imac.nn.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+    from imac.nn.models import get_spec
+
+    get_spec(name)  # unknown names list the known ones
+    path = find_checkpoint(name, checkpoint)
+    payload = load_checkpoint(path, name)
+    return model_from_checkpoint(payload, path), path, payload
+
+
+def calibrated_path(path: Path, rows: int, topology: str) -> Path:
+    """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept."""
+    return path.with_name(f"{path.stem}.imac-{topology}-{rows}.pt")
+
+
+@dataclass
+class Evaluation:
+    netmap: NetworkMap
+    result: dict[str, Any]
+
+
+def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint: str | Path | None = None,
+              limit: int | None = None, seed: int = 0, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Named calibration step: hardware-aware fine-tuning of the binary head (see
+    :mod:`imac.hardware.aware`) for ``rows``-row subarrays; writes a new checkpoint beside the
+    original (``<name>.imac-<topology>-<rows>.pt``) and returns its path and metrics."""
+    from imac.hardware.aware import finetune_hardware_aware
+    from imac.nn.checkpoint import save_checkpoint
+    from imac.nn.data import load_dataset
+
+    model, path, payload = load_model(name, checkpoint)
+    train = load_dataset(model.dataset, "train").subset(limit)
+    x = imac_inputs(model, train.images)
+    t0 = time.perf_counter()
+    history = finetune_hardware_aware(model, x, train.labels, spec, rows, epochs=epochs, seed=seed)
+    new = copy.copy(payload)
+    new["state_dict"] = model.state_dict()
+    new["calibration"] = {
+        "kind": "hardware-aware fine-tuning of the binary FC weights through the behavioural "
+                "circuit model (imac.hardware.aware)",
+        "base_checkpoint": path.name,
+        "subarray_rows": rows,
+        "amplifier_topology": spec.amplifier.topology,
+        "epochs": epochs,
+        "train_images": len(train),
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+        "history": history,
+    }
+    dest = out or calibrated_path(path, rows, spec.amplifier.topology)
+    save_checkpoint(dest, new)
+    return dest, new["calibration"]
+
+
+def simulate_model(
+    name: str,
+    fidelity: str,
+    spec: ImacSpec,
+    rows: int | None = None,
+    cols: int | None = None,
+    partitioned: bool = True,
+    checkpoint: str | Path | None = None,
+    calibrated: bool | None = None,
+    limit: int | None = None,
+    progress: Any = None,
+) -> Evaluation:
+    """Run ``name`` on IMAC at ``fidelity`` over its test set; accuracy, timing and cost.
+
+    ``calibrated``: use the hardware-aware calibrated head for this subarray (True), the
+    software-trained head (False), or the calibrated one when it exists (None).
+    ``accuracy_software`` is always the software-trained head's binary-FC accuracy on the same
+    images, the reference the hardware is judged against.
+    """
+    from imac.hardware.cost import imac_cost
+    from imac.nn.data import load_dataset
+
+    check_fidelity(fidelity)
+    if fidelity == "spice":
+        raise ConfigError("the spice fidelity runs a handful of images: use `imac spice-check`")
+    say = progress or (lambda msg: None)
+    rows = spec.subarray.rows if rows is None else rows
+    cols = spec.subarray.cols if cols is None else cols
+    base, base_path, _ = load_model(name, checkpoint)
+    model, used = base, base_path
+    cal_path = calibrated_path(base_path, rows, spec.amplifier.topology)
+    if calibrated or (calibrated is None and cal_path.is_file()):
+        if not cal_path.is_file():
+            raise DataError(f"no hardware-aware calibration at {cal_path}; run `imac calibrate {name} "
+                            f"--subarray {rows}` first or pass --no-calibrated")
+        model, used, _ = load_model(name, cal_path)
+    say(f"loading the {base.dataset} test set")
+    test = load_dataset(base.dataset, "test").subset(limit)
+    say("computing the CPU features")
+    x = imac_inputs(model, test.images)
+    x_base = x if model is base else imac_inputs(base, test.images)
+
+    layers_sw = binary_layers(base)
+    ideal_sw = compile_network(map_network(layers_sw, spec, rows, cols, partitioned), _curve(base), "ideal")
+    acc_sw = float(np.mean(np.argmin(run_batch(ideal_sw, x_base)[-1]["y"], axis=1) == test.labels))
+
+    say(f"mapping onto {'%dx%d subarrays' % (rows, cols) if partitioned else 'one array per layer'}")
+    t0 = time.perf_counter()
+    netmap = map_network(binary_layers(model), spec, rows, cols, partitioned)
+    net = compile_network(netmap, _curve(model), fidelity, progress=lambda i: say(f"layer {i} compiled"))
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    outs = run_batch(net, x)
+    sim = time.perf_counter() - t1
+    acc = float(np.mean(np.argmin(outs[-1]["y"], axis=1) == test.labels))
+    # the ideal fidelity of the same head on the same batch: the reference for ratio_to_ideal
+    ideal = compile_network(netmap, _curve(model), "ideal")
+    t_ideal = _best_of(lambda: run_batch(ideal, x))
+    t_sim = _best_of(lambda: run_batch(net, x))
+    cost = imac_cost(net, outs)
+    result = {
+        "model": name,
+        "fidelity": fidelity,
+        "checkpoint": used.name,
+        "calibration": "hardware-aware fine-tuning" if model is not base else None,
+        "n_images": len(test),
+        "accuracy": acc,
+        "accuracy_software": acc_sw,
+        "accuracy_drop_points": 100 * (acc_sw - acc),
+        **netmap.summary(),
+        "amplifier_topology": spec.amplifier.topology,
+        "power_w": cost.power_w,
+        "latency_s": cost.latency_s,
+        "energy_per_inference_j": cost.energy_j,
+        "area_m2": cost.area_m2,
+        "build_time_s": build,
+        "sim_time_s": sim,
+        "ratio_to_ideal": t_sim / t_ideal,
+        "gain_shortfall": net.info.get("gain_shortfall"),
+        "gain_range": net.info.get("gain_range"),
+        "neuron_r_out_ohm": net.info.get("neuron_r_out_ohm"),
+        "cost_breakdown": cost.table(),
+    }
+    return Evaluation(netmap, result)
+
+
+def _curve(model: Any) -> Any:
+    return model.head.neurons[0].curve
+
+
+def _best_of(fn: Any, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
