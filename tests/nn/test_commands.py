@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import write_mnist
 from typer.testing import CliRunner
 
+from conftest import write_mnist
 from imac.errors import ConfigError, DataError
 from imac.nn.commands import register
 

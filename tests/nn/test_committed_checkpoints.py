@@ -1,4 +1,9 @@
-"""Re-evaluate every committed checkpoint in models/ on the first 2000 MNIST test images."""
+"""Re-evaluate every committed checkpoint in models/ on the full MNIST test set.
+
+The full set, not a prefix: it takes a few seconds, and the first MNIST test images are harder
+than the rest (the mlp scores ~4 points lower on the first 2000), so a prefix would need a
+loose tolerance that hides real regressions.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,7 @@ from imac.nn.train import evaluate
 
 MODELS = repo_root() / "models" if repo_root() else Path("models")
 CHECKPOINTS = sorted(MODELS.glob("*.pt")) if MODELS.is_dir() else []
-SUBSET = 2000
-TOLERANCE = 0.025  # subset vs full test set: a couple of points
+TOLERANCE = 0.002  # same data, same weights: only float summation order may differ
 
 
 def test_checkpoints_are_committed() -> None:
@@ -31,7 +35,7 @@ def test_committed_checkpoint(path: Path, mnist_dir: Path, shared_cache: Path,
     assert recorded["n_test"] == 10000
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["metrics"]["accuracy"] == recorded["accuracy"]
-    res = evaluate(path.stem, path, limit=SUBSET, data_dir=mnist_dir, progress=False)
+    res = evaluate(path.stem, path, data_dir=mnist_dir, progress=False)
     assert res["data_sha256_matches"] is True
     for key, value in recorded.items():
         if key.startswith("accuracy"):
