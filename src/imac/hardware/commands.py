@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,16 +21,16 @@ def register(app: typer.Typer) -> None:
     def simulate_cmd(
         name: Annotated[str, typer.Argument(help="Registered model name (see `imac list-models`).")],
         fidelity: Annotated[str, typer.Option(help=f"One of {', '.join(FIDELITIES[:-1])}.")] = "circuit",
-        subarray: Annotated[Optional[int], typer.Option(help="Square subarray size (rows = cols).")] = None,
-        rows: Annotated[Optional[int], typer.Option(help="Subarray rows (overrides --subarray).")] = None,
-        cols: Annotated[Optional[int], typer.Option(help="Subarray columns (overrides --subarray).")] = None,
+        subarray: Annotated[int | None, typer.Option(help="Square subarray size (rows = cols).")] = None,
+        rows: Annotated[int | None, typer.Option(help="Subarray rows (overrides --subarray).")] = None,
+        cols: Annotated[int | None, typer.Option(help="Subarray columns (overrides --subarray).")] = None,
         unpartitioned: Annotated[bool, typer.Option(help="One array per layer, no partitioning.")] = False,
         config: Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")] = "paper",
-        checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file.")] = None,
-        calibrated: Annotated[Optional[bool], typer.Option(
+        checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file.")] = None,
+        calibrated: Annotated[bool | None, typer.Option(
             "--calibrated/--no-calibrated",
             help="Use the hardware-aware calibrated head (default: when it exists).")] = None,
-        limit: Annotated[Optional[int], typer.Option(help="First N test images only.")] = None,
+        limit: Annotated[int | None, typer.Option(help="First N test images only.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
         breakdown: Annotated[bool, typer.Option(help="Include the cost table in the JSON.")] = True,
     ) -> None:
@@ -59,10 +59,10 @@ def register(app: typer.Typer) -> None:
         subarray: Annotated[int, typer.Option(help="Subarray rows the head is calibrated for.")] = 32,
         epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 3,
         config: Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")] = "paper",
-        checkpoint: Annotated[Optional[Path], typer.Option(help="Base checkpoint file.")] = None,
-        limit: Annotated[Optional[int], typer.Option(help="First N training images only.")] = None,
+        checkpoint: Annotated[Path | None, typer.Option(help="Base checkpoint file.")] = None,
+        limit: Annotated[int | None, typer.Option(help="First N training images only.")] = None,
         seed: int = 0,
-        out: Annotated[Optional[Path], typer.Option(help="Where to write the calibrated checkpoint.")] = None,
+        out: Annotated[Path | None, typer.Option(help="Where to write the calibrated checkpoint.")] = None,
     ) -> None:
         """Named calibration step: hardware-aware fine-tuning of the binary head for IMAC."""
         from imac.config import load_spec

@@ -110,7 +110,7 @@ def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None 
         p_neuron = float(np.mean(np.sum(v_dd * curve.supply_current(z), axis=1)))
         # latency: worst tile's array settling, its amplifiers, then the neuron
         t_arr, t_amp = 0.0, 0.0
-        for tile, s in zip(lm.tiles, cl.solved, strict=True):
+        for s in cl.solved:
             sub = s.sub
             n, m = sub.rows, sub.cols
             r_drv = float(np.max(r_src))

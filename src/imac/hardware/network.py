@@ -150,7 +150,7 @@ def simulate_model(
     ideal_sw = compile_network(map_network(layers_sw, spec, rows, cols, partitioned), _curve(base), "ideal")
     acc_sw = float(np.mean(np.argmin(run_batch(ideal_sw, x_base)[-1]["y"], axis=1) == test.labels))
 
-    say(f"mapping onto {'%dx%d subarrays' % (rows, cols) if partitioned else 'one array per layer'}")
+    say(f"mapping onto {f'{rows}x{cols} subarrays' if partitioned else 'one array per layer'}")
     t0 = time.perf_counter()
     netmap = map_network(binary_layers(model), spec, rows, cols, partitioned)
     net = compile_network(netmap, _curve(model), fidelity, progress=lambda i: say(f"layer {i} compiled"))
