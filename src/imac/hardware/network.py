@@ -17,6 +17,12 @@ from imac.errors import ConfigError, DataError
 from imac.hardware.mapping import BinaryLayer, NetworkMap, map_network
 from imac.hardware.simulate import check_fidelity, compile_network, run_batch
 
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 FEATURE_BATCH = 2000
 
 
@@ -91,6 +97,7 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
         "kind": "hardware-aware fine-tuning of the binary FC weights through the behavioural "
                 "circuit model (imac.hardware.aware)",
         "base_checkpoint": path.name,
+        "base_sha256": file_sha256(path),
         "subarray_rows": rows,
         "amplifier_topology": spec.amplifier.topology,
         "epochs": epochs,
@@ -139,7 +146,14 @@ def simulate_model(
         if not cal_path.is_file():
             raise DataError(f"no hardware-aware calibration at {cal_path}; run `imac calibrate {name} "
                             f"--subarray {rows}` first or pass --no-calibrated")
-        model, used, _ = load_model(name, cal_path)
+        model, used, cal_payload = load_model(name, cal_path)
+        base_sha = cal_payload.get("calibration", {}).get("base_sha256")
+        if base_sha != file_sha256(base_path):
+            if calibrated:
+                raise DataError(f"{cal_path} was calibrated from another version of {base_path.name}; "
+                                f"rerun `imac calibrate {name} --subarray {rows}`")
+            say(f"ignoring stale calibration {cal_path.name} (its base checkpoint changed)")
+            model, used = base, base_path
     say(f"loading the {base.dataset} test set")
     test = load_dataset(base.dataset, "test").subset(limit)
     say("computing the CPU features")
