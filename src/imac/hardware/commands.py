@@ -71,3 +71,77 @@ def register(app: typer.Typer) -> None:
         dest, info = calibrate(name, load_spec(config), subarray, epochs, checkpoint, limit, seed, out)
         say(f"calibrated head written to {dest}")
         typer.echo(json.dumps({"checkpoint": str(dest), **info}, indent=1, default=float))
+
+
+def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: Path | None,
+                      calibrated: bool | None, say: object) -> tuple[object, object]:
+    """(compiled circuit-fidelity network, model) for the export and spice-check commands."""
+    from imac.config import load_spec
+    from imac.hardware.mapping import map_network
+    from imac.hardware.network import binary_layers, calibrated_path, file_sha256, load_model
+    from imac.hardware.simulate import compile_network
+
+    spec = load_spec(config)
+    rows = subarray or spec.subarray.rows
+    model, path, _ = load_model(name, checkpoint)
+    cal = calibrated_path(path, rows, spec.amplifier.topology)
+    if calibrated or (calibrated is None and cal.is_file()):
+        cmodel, _, payload = load_model(name, cal)
+        if payload.get("calibration", {}).get("base_sha256") == file_sha256(path):
+            model = cmodel
+        elif calibrated:
+            from imac.errors import DataError
+
+            raise DataError(f"{cal} is stale; rerun `imac calibrate {name}`")
+    netmap = map_network(binary_layers(model), spec, rows, subarray or spec.subarray.cols)
+    return compile_network(netmap, model.head.neurons[0].curve, "circuit"), model
+
+
+def register_spice(app: typer.Typer) -> None:
+    """`imac export` and `imac spice-check`."""
+
+    def say(msg: str) -> None:
+        typer.echo(f"[imac] {msg}", err=True)
+
+    @app.command("export")
+    def export_cmd(
+        name: Annotated[str, typer.Argument(help="Registered model name.")],
+        spice: Annotated[Path, typer.Option("--spice", help="Folder to write (must not exist).")],
+        image: Annotated[int, typer.Option(help="Test image whose inputs the netlist carries.")] = 0,
+        subarray: Annotated[int | None, typer.Option(help="Square subarray size.")] = None,
+        config: Annotated[str, typer.Option("--config", "-c")] = "paper",
+        checkpoint: Annotated[Path | None, typer.Option()] = None,
+        calibrated: Annotated[bool | None, typer.Option("--calibrated/--no-calibrated")] = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Write the whole network as one ngspice netlist plus its conductance maps."""
+        from imac.hardware.network import imac_inputs
+        from imac.hardware.spice_net import export_network
+        from imac.nn.data import load_dataset
+
+        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        test = load_dataset(model.dataset, "test")
+        x = imac_inputs(model, test.images[image : image + 1])
+        for p in export_network(net, x[0], spice, overwrite=overwrite):
+            typer.echo(str(p))
+
+    @app.command("spice-check")
+    def spice_check_cmd(
+        name: Annotated[str, typer.Argument(help="Registered model name.")],
+        images: Annotated[int, typer.Option(min=1, help="First N test images.")] = 20,
+        jobs: Annotated[int, typer.Option(min=1, help="Parallel ngspice processes.")] = 2,
+        subarray: Annotated[int | None, typer.Option(help="Square subarray size.")] = None,
+        config: Annotated[str, typer.Option("--config", "-c")] = "paper",
+        checkpoint: Annotated[Path | None, typer.Option()] = None,
+        calibrated: Annotated[bool | None, typer.Option("--calibrated/--no-calibrated")] = None,
+    ) -> None:
+        """Whole-network ngspice (transistor-level neurons) vs the circuit fidelity, image by image."""
+        from imac.hardware.network import imac_inputs
+        from imac.hardware.spice_net import spice_check
+        from imac.nn.data import load_dataset
+
+        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        test = load_dataset(model.dataset, "test").subset(images)
+        x = imac_inputs(model, test.images)
+        say(f"running {images} whole-network ngspice operating points on {jobs} processes")
+        typer.echo(json.dumps(spice_check(net, x, n_jobs=jobs), indent=1, default=float))
