@@ -23,7 +23,7 @@ def test_registry_names() -> None:
 @pytest.mark.parametrize("name, sizes", [
     ("mlp-mnist", [784, 16, 10]),
     ("lenet-mnist", [400, 120, 84, 10]),
-    ("vgg11-cifar10", [128, 256, 256, 10]),
+    ("vgg11-cifar10", [256, 512, 512, 10]),
 ])
 def test_shapes(name: str, sizes: list[int]) -> None:
     torch.manual_seed(0)

@@ -129,7 +129,7 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "<checkpoi
     from imac.nn.models import get_spec
 
     spec = get_spec(payload["model"])
-    model = spec.build(**payload.get("config", {}))
+    model = spec.build_exact(payload.get("config", {}))
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as err:

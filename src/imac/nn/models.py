@@ -91,13 +91,18 @@ class ImacNet(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.argmin(self.forward(x), dim=1)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training loss and the IMAC-head class scores of the batch."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss and the IMAC-head class scores of the batch.
+
+        ``label_smoothing`` applies to the float head's cross-entropy only: the IMAC read-out
+        is already bounded (``-T * y`` with y in 0..1), so it cannot grow over-confident."""
         f = self.features(x)
         scores = self.logits(self.head(self.binarize(f)))
         loss = nn.functional.cross_entropy(scores, y)
         if self.float_head is not None:
-            loss = loss + nn.functional.cross_entropy(self.float_head(f), y)
+            loss = loss + nn.functional.cross_entropy(self.float_head(f), y,
+                                                      label_smoothing=label_smoothing)
         return loss, scores
 
     @torch.no_grad()
@@ -165,18 +170,28 @@ class MnistMLP(ImacNet):
 
 
 # -- LeNet-5 -------------------------------------------------------------------------------
+MNIST_MEAN = 0.1307  # pixel mean / std of the MNIST training set (pixels scaled to 0..1)
+MNIST_STD = 0.3081
+
+
 class LeNet(ImacNet):
     """LeNet-5 (authors' variant): 32x32 input, conv 6@5x5 tanh, avgpool 2, conv 16@5x5 tanh,
     avgpool 2, flatten 400 -> binary IMAC head 400-120-84-10; float head 400-120-84-10 (tanh)
-    as the CPU-only baseline."""
+    as the CPU-only baseline.
+
+    ``normalize``: standardise the pixels with the MNIST training mean/std after the 2-pixel
+    zero padding (so the padding is background like the digit's own border); zero-centred
+    inputs keep the first tanh layer out of its one-sided regime.  False = pixels in 0..1
+    (the authors' input, and checkpoints written before the option existed)."""
 
     dataset = "mnist"
     input_shape = (28, 28)
 
     def __init__(self, hidden: list[int] | None = None, scales: list[float] | None = None,
-                 float_head: bool = True, **kw: Any) -> None:
+                 float_head: bool = True, normalize: bool = False, **kw: Any) -> None:
         hidden = [120, 84] if hidden is None else list(hidden)
         super().__init__([400, *hidden, 10], scales, **kw)
+        self.normalize = bool(normalize)
         self.trunk = nn.Sequential(
             nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
             nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
@@ -186,8 +201,10 @@ class LeNet(ImacNet):
             self.float_head = _float_mlp([400, *hidden, 10], nn.Tanh)
 
     def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = self._check_images(images) / 255.0
-        return nn.functional.pad(t, (2, 2, 2, 2)).unsqueeze(1)
+        t = nn.functional.pad(self._check_images(images) / 255.0, (2, 2, 2, 2))
+        if self.normalize:
+            t = (t - MNIST_MEAN) / MNIST_STD
+        return t.unsqueeze(1)
 
 
 # -- VGG -----------------------------------------------------------------------------------
@@ -240,6 +257,11 @@ class VGG(ImacNet):
         t = self._check_images(images).permute(0, 3, 1, 2) / 255.0
         return (t - self.mean) / self.std
 
+    def features(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
+        # channels-last activations: the CPU (oneDNN) convolutions run ~1.3x faster (measured,
+        # VGG-11 at 1/4 width, 1 thread); the numbers are the same, only the layout differs
+        return super().features(x.contiguous(memory_format=torch.channels_last), trunk)
+
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Random 32x32 crop of the 4-pixel zero-padded image, and a random horizontal flip."""
         n = x.shape[0]
@@ -279,7 +301,15 @@ class ModelSpec:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    # decoupled (AdamW) weight decay of the float weight matrices / kernels (trunk and float
+    # head); never on the binary head's shadow weights (the [-1, 1] clip regularises those),
+    # biases or batch-norm parameters
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # float head only (see ImacNet.loss)
+    # "cosine": per-epoch cosine decay lr -> lr/20; "onecycle": per-step linear warm-up from
+    # lr/25 over the first ``warmup`` of the run, then cosine decay to lr/1e4
+    schedule: str = "cosine"
+    warmup: float = 0.15
     augment: bool = False
     trainable_here: bool = True  # False: analytic studies only, no checkpoint expected
     validation: int = 5000  # training images held out to pick the best epoch (0: none)
@@ -290,7 +320,12 @@ class ModelSpec:
         return self.cls.dataset
 
     def build(self, **overrides: Any) -> ImacNet:
-        cfg = {**self.config, **overrides}
+        return self.build_exact({**self.config, **overrides})
+
+    def build_exact(self, cfg: dict[str, Any]) -> ImacNet:
+        """Build from a complete config (a checkpoint's), without the registry's current
+        entries: an option added to the registry later keeps its class default for
+        checkpoints written before it existed."""
         try:
             return self.cls(**cfg)
         except TypeError as err:
@@ -342,16 +377,25 @@ register(ModelSpec(
     "784-16-10 binary IMAC MLP on binarized MNIST pixels (authors' IMAC MLP)",
     epochs=20, batch_size=500, lr=1e-3))
 register(ModelSpec(
-    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": _scales(3)},
+    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": _scales(3), "normalize": True},
     "LeNet-5 float conv (CPU) + binary IMAC head 400-120-84-10; float head = CPU-only",
     # no hold-out: with the float trunk the run converges smoothly under the cosine decay, and
-    # a 5000-image validation pick (tried) chose an early epoch 0.2-0.3 points worse on test
-    epochs=30, batch_size=120, lr=2e-3, validation=0))
+    # a 5000-image validation pick (tried) chose an early epoch 0.2-0.3 points worse on test.
+    # v1 (30 epochs, raw 0..1 pixels, no regularisation) plateaued at 98.98 % float with the
+    # float head's training loss near zero: v2 standardises the input, trains the authors' 40
+    # epochs and regularises the float head (label smoothing, weight decay)
+    epochs=40, batch_size=120, lr=2e-3, validation=0, weight_decay=0.01,
+    label_smoothing=0.1))
 register(ModelSpec(
     "vgg11-cifar10", VGG,
-    {"arch": "vgg11", "width": 0.25, "fc_hidden": [256, 256], "scales": _scales(3)},
-    "VGG-11 at 1/4 width (128 features) + binary IMAC head 128-256-256-10 (CPU-trainable)",
-    epochs=30, batch_size=128, lr=2e-3, augment=True))
+    {"arch": "vgg11", "width": 0.5, "fc_hidden": [512, 512], "scales": _scales(3)},
+    "VGG-11 at 1/2 width (conv 32-64-128-128-256-256-256-256, BN, 256 features) + binary "
+    "IMAC head 256-512-512-10; float head 256-512-512-10 (CPU-trainable)",
+    # sized by measured CPU throughput: ~300 train images/s on one thread (1/4 width: ~1200,
+    # 3/8: ~530); 15 one-cycle epochs take ~50 min.  No hold-out: the one-cycle schedule
+    # anneals to ~0, so the last epoch is taken
+    epochs=15, batch_size=128, lr=2e-3, weight_decay=0.05, schedule="onecycle", warmup=0.15,
+    augment=True, validation=0))
 for _arch in ("vgg11", "vgg13", "vgg16"):
     register(ModelSpec(
         f"{_arch}-full-cifar10", VGG,

@@ -1,6 +1,7 @@
 """Training and evaluation of the registered networks.
 
-Training: Adam, cosine learning-rate decay per epoch, cross-entropy on the IMAC read-out (plus
+Training: Adam (AdamW: decoupled weight decay, on the float weights only, where a model asks
+for it), cosine learning-rate decay per epoch or a per-step one-cycle schedule, cross-entropy on the IMAC read-out (plus
 on the float head where a model has one), BinaryConnect clipping after every step, seeded
 shuffling per epoch (so a resumed run sees the same batches as an uninterrupted one), random
 crop + flip for CIFAR-10.  A checkpoint is written atomically after every epoch; the final one
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from imac.errors import DataError, OutputExistsError
+from imac.errors import ConfigError, DataError, OutputExistsError
 from imac.nn.checkpoint import (
     FORMAT,
     default_checkpoint_path,
@@ -88,10 +89,39 @@ class TrainResult:
     seconds: float
 
 
-def _lr_at(epoch: int, epochs: int, lr: float) -> float:
-    """Cosine decay from ``lr`` to lr/20 over ``epochs`` (a function of the epoch only, so a
-    resumed run continues the same schedule)."""
-    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1))))
+def _lr_at(epoch: float, epochs: int, lr: float, schedule: str = "cosine",
+           warmup: float = 0.15) -> float:
+    """Learning rate at (fractional) ``epoch`` of ``epochs`` -- a function of the position in
+    the run only, so a resumed run continues the same schedule.
+
+    ``cosine``: per-epoch cosine decay from ``lr`` to lr/20 (``epoch`` is taken whole).
+    ``onecycle``: linear warm-up from lr/25 to ``lr`` over the first ``warmup`` fraction of the
+    run, then cosine decay to lr/1e4 (as torch's OneCycleLR, per step).
+    """
+    if schedule == "cosine":
+        return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * int(epoch) / max(epochs, 1))))
+    if schedule != "onecycle":
+        raise ConfigError(f"unknown learning-rate schedule {schedule!r}")
+    t = epoch / max(epochs, 1)
+    if t < warmup:
+        return lr * (1 / 25 + (1 - 1 / 25) * t / warmup)
+    q = (t - warmup) / max(1 - warmup, 1e-9)
+    return lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(q, 1.0))))
+
+
+def param_groups(model: ImacNet, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: float weight matrices / kernels of the trunk and the float head get
+    ``weight_decay``; biases, batch-norm parameters and the binary head's shadow weights none."""
+    decay_ids = set()
+    for part in (model.trunk, model.float_head):
+        if part is not None:
+            decay_ids |= {id(p) for p in part.parameters() if p.ndim > 1}
+    decay = [p for p in model.parameters() if id(p) in decay_ids]
+    rest = [p for p in model.parameters() if id(p) not in decay_ids]
+    groups = [{"params": rest, "weight_decay": 0.0}]
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay})
+    return groups
 
 
 def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path | None = None,
@@ -146,7 +176,8 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         model = model_from_checkpoint(payload, rpath)
     else:
         model = spec.build(**cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
+    # AdamW with zero decay is Adam: models without weight decay train as before
+    opt = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=lr)
     if payload and payload.get("optimizer"):
         opt.load_state_dict(payload["optimizer"])
     start = int(payload["epoch"]) if payload else 0
@@ -162,13 +193,16 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
 
     meta = {"format": FORMAT, "model": name, "config": cfg, "seed": seed, "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "limit_train": limit_train, "validation": n_val,
+            "optimizer_settings": {"name": "AdamW", "weight_decay": spec.weight_decay,
+                                   "label_smoothing": spec.label_smoothing,
+                                   "schedule": spec.schedule, "warmup": spec.warmup,
+                                   "augment": spec.augment},
             "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}}
     labels = torch.as_tensor(train_set.labels)
     n = len(train_set)
+    steps = max(1, math.ceil(n / batch_size))
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(epoch, epochs, lr)
         # per-epoch generator: the batch order depends on (seed, epoch) only
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch + 1)  # augmentation and noise draws
@@ -176,13 +210,16 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         model.train()
         tot_loss, tot_ok, seen = 0.0, 0, 0
         with _bar(n, f"{name} epoch {epoch + 1}/{epochs}", progress) as bar:
-            for i in range(0, n, batch_size):
+            for step, i in enumerate(range(0, n, batch_size)):
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(epoch + step / steps, epochs, lr, spec.schedule,
+                                     spec.warmup)
                 idx = order[i:i + batch_size]
                 x = model.prepare(train_set.images[idx.numpy()])
                 if spec.augment:
                     x = model.augment(x)
                 y = labels[idx]
-                loss, scores = model.loss(x, y)
+                loss, scores = model.loss(x, y, label_smoothing=spec.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
