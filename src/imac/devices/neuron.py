@@ -31,6 +31,7 @@ from imac.errors import SpiceError
 
 I_TEST_A = 1e-6  # small-signal test current for the output resistance, A
 LOAD_RESISTANCES_OHM = (1e3, 1e4, 1e5)
+IV_STEP_V = 0.01  # grid of the output I-V table, V
 
 
 def _header(spec: NeuronSpec, card: Path, title: str) -> list[str]:
@@ -59,6 +60,11 @@ def neuron_netlist(spec: NeuronSpec, card: Path, analysis: str, load: str = "") 
         lines += ["vin in 0 DC 0", "itest out 0 DC 0"]
         ctrl += [f"dc vin {lo!r} {hi!r} {step!r} itest {-I_TEST_A!r} {I_TEST_A!r} {I_TEST_A!r}",
                  "write out.raw v(out)"]
+    elif analysis == "iv":
+        # output held by a voltage source: the current the neuron delivers at every (z, V_out)
+        lines += ["vin in 0 DC 0", "vload out 0 DC 0"]
+        ctrl += [f"dc vin {lo!r} {hi!r} {IV_STEP_V!r} vload 0 {spec.v_dd!r} {IV_STEP_V!r}",
+                 "write out.raw i(vload)"]
     elif analysis.startswith("load:"):
         lines += ["vin in 0 DC 0", f"rload out 0 {float(analysis[5:])!r}"]
         ctrl += [f"dc vin {lo!r} {hi!r} {step!r}", "write out.raw v(out)"]
@@ -187,6 +193,14 @@ def characterize(
     for r_l in LOAD_RESISTANCES_OHM:
         res = run_ngspice(neuron_netlist(spec, card, f"load:{r_l}"), timeout_s=timeout_s)
         loaded[r_l] = res["v(out)"]
+    iv = run_ngspice(neuron_netlist(spec, card, "iv"), timeout_s=timeout_s)
+    iv_z = np.arange(spec.sweep_min_v, spec.sweep_max_v + IV_STEP_V / 2, IV_STEP_V)
+    iv_v = np.arange(0.0, spec.v_dd + IV_STEP_V / 2, IV_STEP_V)
+    i_iv = iv["i(vload)"]
+    if i_iv.size != iv_z.size * iv_v.size:
+        raise SpiceError(f"I-V sweep returned {i_iv.size} points, expected {iv_z.size * iv_v.size}")
+    # ngspice: current into the source's + node flows out of the neuron; outer loop is V_out
+    i_out = i_iv.reshape(iv_v.size, iv_z.size).T  # (z, V_out), A delivered by the neuron
     tr = run_ngspice(neuron_netlist(spec, card, "tran"), timeout_s=timeout_s)
     t, vin, vout = tr["time"], tr["v(in)"], tr["v(out)"]
     mid = 0.5 * (float(v.max()) + float(v.min()))
@@ -206,6 +220,9 @@ def characterize(
         r_out_ohm=tuple(r_out[::5].tolist()),
         i_supply_a=tuple(i_supply[::5].tolist()),
         delay_s=max(t_out_fall - t_in_rise, t_out_rise - t_in_fall),
+        iv_z_v=tuple(iv_z.tolist()),
+        iv_v_out_v=tuple(iv_v.tolist()),
+        iv_i_out_a=tuple(map(tuple, i_out.tolist())),
         meta={"source": "ngspice", "model_card": card.name, "spec": spec.model_dump(mode="json")},
     )
     return NeuronCharacterization(

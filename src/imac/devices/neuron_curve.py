@@ -46,6 +46,9 @@ class NeuronCurve:
     r_out_ohm: tuple[float, ...] = field(default=())
     i_supply_a: tuple[float, ...] = field(default=())
     delay_s: float = float("nan")
+    iv_z_v: tuple[float, ...] = field(default=())
+    iv_v_out_v: tuple[float, ...] = field(default=())
+    iv_i_out_a: tuple[tuple[float, ...], ...] = field(default=())
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,27 @@ class NeuronCurve:
             raise DataError("this neuron curve carries no supply-current table")
         return np.asarray(np.interp(z, self.table_z_v, self.i_supply_a))
 
+    def has_iv(self) -> bool:
+        return bool(self.iv_i_out_a)
+
+    def output_current(self, z: np.ndarray, v_out: np.ndarray | float) -> np.ndarray:
+        """Current (A) the neuron delivers at input z (V) with its output held at v_out (V),
+        bilinear in the ngspice I-V table."""
+        if not self.has_iv():
+            raise DataError("this neuron curve carries no output I-V table; re-run `imac neuron characterize`")
+        from scipy.interpolate import RegularGridInterpolator
+
+        interp = RegularGridInterpolator((np.asarray(self.iv_z_v), np.asarray(self.iv_v_out_v)),
+                                         np.asarray(self.iv_i_out_a), bounds_error=False, fill_value=None)
+        z, v = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(v_out, dtype=float))
+        return interp(np.stack([z.ravel(), v.ravel()], axis=1)).reshape(z.shape)
+
+    def linearized_source(self, z_op: float, v_op: float, dv: float = 0.01) -> tuple[float, float]:
+        """Thevenin resistance (ohm) of the output around (z_op, v_op): -dV/dI."""
+        i_hi = float(self.output_current(np.array(z_op), v_op + dv))
+        i_lo = float(self.output_current(np.array(z_op), v_op - dv))
+        return 2 * dv / max(i_lo - i_hi, 1e-15), v_op
+
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +143,9 @@ class NeuronCurve:
             "r_out_ohm": list(self.r_out_ohm),
             "i_supply_a": list(self.i_supply_a),
             "delay_s": self.delay_s,
+            "iv_z_v": list(self.iv_z_v),
+            "iv_v_out_v": list(self.iv_v_out_v),
+            "iv_i_out_a": [list(r) for r in self.iv_i_out_a],
             "meta": self.meta,
         }
 
@@ -136,6 +163,9 @@ class NeuronCurve:
                 r_out_ohm=tuple(float(v) for v in d.get("r_out_ohm", ())),
                 i_supply_a=tuple(float(v) for v in d.get("i_supply_a", ())),
                 delay_s=float(d.get("delay_s", float("nan"))),
+                iv_z_v=tuple(float(v) for v in d.get("iv_z_v", ())),
+                iv_v_out_v=tuple(float(v) for v in d.get("iv_v_out_v", ())),
+                iv_i_out_a=tuple(tuple(float(v) for v in row) for row in d.get("iv_i_out_a", ())),
                 meta=dict(d.get("meta", {})),
             )
         except (KeyError, TypeError, ValueError) as err:

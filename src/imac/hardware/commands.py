@@ -78,7 +78,14 @@ def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: 
     """(compiled circuit-fidelity network, model) for the export and spice-check commands."""
     from imac.config import load_spec
     from imac.hardware.mapping import map_network
-    from imac.hardware.network import binary_layers, calibrated_path, file_sha256, load_model
+    from imac.hardware.network import (
+        binary_layers,
+        calibrated_path,
+        file_sha256,
+        hardware_curve,
+        load_model,
+        operating_point_inputs,
+    )
     from imac.hardware.simulate import compile_network
 
     spec = load_spec(config)
@@ -94,7 +101,8 @@ def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: 
 
             raise DataError(f"{cal} is stale; rerun `imac calibrate {name}`")
     netmap = map_network(binary_layers(model), spec, rows, subarray or spec.subarray.cols)
-    return compile_network(netmap, model.head.neurons[0].curve, "circuit"), model
+    x_op = operating_point_inputs(model)
+    return compile_network(netmap, hardware_curve(spec), "circuit", x_op=x_op), model
 
 
 def register_spice(app: typer.Typer) -> None:

@@ -167,14 +167,16 @@ def simulate_model(
     say(f"mapping onto {f'{rows}x{cols} subarrays' if partitioned else 'one array per layer'}")
     t0 = time.perf_counter()
     netmap = map_network(binary_layers(model), spec, rows, cols, partitioned)
-    net = compile_network(netmap, _curve(model), fidelity, progress=lambda i: say(f"layer {i} compiled"))
+    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
+    curve = _curve(model) if fidelity == "ideal" else hardware_curve(spec)
+    net = compile_network(netmap, curve, fidelity, progress=lambda i: say(f"layer {i} compiled"), x_op=x_op)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     outs = run_batch(net, x)
     sim = time.perf_counter() - t1
     acc = float(np.mean(np.argmin(outs[-1]["y"], axis=1) == test.labels))
     # the ideal fidelity of the same head on the same batch: the reference for ratio_to_ideal
-    ideal = compile_network(netmap, _curve(model), "ideal")
+    ideal = compile_network(netmap, curve, "ideal")
     t_ideal = _best_of(lambda: run_batch(ideal, x))
     t_sim = _best_of(lambda: run_batch(net, x))
     cost = imac_cost(net, outs)
@@ -204,8 +206,32 @@ def simulate_model(
     return Evaluation(netmap, result)
 
 
+OPERATING_POINT_IMAGES = 256
+
+
+def operating_point_inputs(model: Any, n: int = OPERATING_POINT_IMAGES) -> np.ndarray:
+    """First-layer inputs of the first ``n`` TRAINING images: where the circuit fidelity
+    linearizes each neuron under its load (never the test images it is scored on)."""
+    from imac.nn.data import load_dataset
+
+    return imac_inputs(model, load_dataset(model.dataset, "train").images[:n])
+
+
 def _curve(model: Any) -> Any:
+    """The neuron curve the model was trained with (the ``ideal`` fidelity's)."""
     return model.head.neurons[0].curve
+
+
+def hardware_curve(spec: ImacSpec) -> Any:
+    """The neuron the hardware has: the shipped characterization of the default neuron, or a
+    fresh ngspice characterization when the spec's neuron differs from the default."""
+    from imac.config import NeuronSpec
+    from imac.devices.neuron import characterize
+    from imac.devices.neuron_curve import default_neuron_curve
+
+    if spec.neuron == NeuronSpec():
+        return default_neuron_curve()
+    return characterize(spec.neuron).curve
 
 
 def _best_of(fn: Any, repeat: int = 3) -> float:

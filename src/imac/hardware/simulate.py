@@ -52,6 +52,8 @@ class CompiledLayer:
     solved: list[SolvedSubarray]
     r_source: np.ndarray  # (fan_in + 1,) ohm, the bias driver last
     gain_shortfall: float = 0.0  # max |realised / trained scale - 1| over the neurons
+    # per-driver source voltage as a function of the previous neuron's z: (z grid, (n, grid))
+    source_table: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -176,39 +178,97 @@ def _bias_weights(lm: LayerMap) -> np.ndarray:
 
 
 def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
-                    neuron_r_out_ohm: float | None = None, progress: Any = None) -> CompiledNetwork:
-    """Build everything a fidelity needs before the batch: gains, solves, layer maps."""
+                    neuron_r_out_ohm: float | None = None, progress: Any = None,
+                    x_op: np.ndarray | None = None) -> CompiledNetwork:
+    """Build everything a fidelity needs before the batch: gains, solves, layer maps.
+
+    ``circuit`` models each neuron that drives a line as a linear source: by default its
+    small-signal open-circuit Thevenin model at z = 0 (``output_resistance(0)``).  With
+    operating-point inputs ``x_op`` (e.g. a few hundred training images) and a neuron curve
+    that carries the ngspice output I-V table, each neuron is instead linearized where it
+    actually works under its load: at its mean input z_k and mean output V_k over ``x_op``,
+    R_k = -dV/dI there and the source voltage becomes V_k + R_k I(z, V_k), a per-neuron
+    function of z (see :meth:`source_voltages`).  Two passes: open-circuit model, then
+    linearized at the operating point it gives.
+    """
     check_fidelity(fidelity)
     t0 = time.perf_counter()
-    layers: list[CompiledLayer] = []
     info: dict[str, Any] = {}
+    net = CompiledNetwork(netmap, curve, fidelity, [], 0.0, info)
     if fidelity in ("behavioral", "circuit"):
         wires = fidelity == "circuit"
         v_dd = netmap.spec.subarray.v_dd
-        if neuron_r_out_ohm is None:
-            neuron_r_out_ohm = float(curve.output_resistance(0.0))
-        info["neuron_r_out_ohm"] = neuron_r_out_ohm if wires else 0.0
+        r_default = float(curve.output_resistance(0.0)) if neuron_r_out_ohm is None else neuron_r_out_ohm
+        info["neuron_r_out_ohm"] = r_default if wires else 0.0
+        r_layers = []
         for lm in netmap.layers:
             if wires:
-                r = netmap.spec.subarray.driver_resistance_ohm if lm.index == 0 else neuron_r_out_ohm
+                r = netmap.spec.subarray.driver_resistance_ohm if lm.index == 0 else r_default
             else:
                 r = 0.0
             # the bias line's driver is a replica of the input drivers (same output resistance),
             # so the bias is attenuated by the line loading exactly like the inputs
-            r_src = np.full(lm.layer.fan_in + 1, float(r))
-            layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd))
-            if progress:
-                progress(lm.index)
-        info["gain_shortfall"] = [cl.gain_shortfall for cl in layers]
+            r_layers.append(np.full(lm.layer.fan_in + 1, float(r)))
+        net.layers = [compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd)
+                      for lm, r_src in zip(netmap.layers, r_layers, strict=True)]
+        if wires and x_op is not None and neuron_r_out_ohm is None and curve.has_iv() and len(netmap.layers) > 1:
+            _linearize_at_operating_point(net, np.asarray(x_op, dtype=float), r_layers, progress)
+            info["neuron_model"] = "linearized at the operating point of x_op"
+        elif wires:
+            info["neuron_model"] = "open-circuit Thevenin at z = 0"
+        if progress:
+            progress(len(netmap.layers) - 1)
+        info["gain_shortfall"] = [cl.gain_shortfall for cl in net.layers]
         info["gain_range"] = [
             [float(min(t.gain.min() for t in lm.tiles)), float(max(t.gain.max() for t in lm.tiles))]
             for lm in netmap.layers
         ]
-    return CompiledNetwork(netmap, curve, fidelity, layers, time.perf_counter() - t0, info)
+    net.build_time_s = time.perf_counter() - t0
+    return net
+
+
+def _linearize_at_operating_point(net: CompiledNetwork, x_op: np.ndarray, r_layers: list[np.ndarray],
+                                  progress: Any) -> None:
+    """Second pass of :func:`compile_network`: per-neuron sources at their operating point."""
+    netmap, curve = net.netmap, net.curve
+    v_dd = netmap.spec.subarray.v_dd
+    out = run_batch(net, x_op)
+    z_grid = np.asarray(curve.iv_z_v)
+    for li in range(1, len(netmap.layers)):
+        lm, cl = netmap.layers[li], net.layers[li]
+        n_in = lm.layer.fan_in
+        z_prev = out[li - 1]["z"]
+        v_full = np.hstack([out[li]["v_in"], np.full((len(x_op), 1), v_dd)])
+        d = v_full if cl.D is None else v_full @ cl.D.T
+        r_new = r_layers[li].copy()
+        table = np.empty((n_in, z_grid.size))
+        for k in range(n_in):
+            z_k, v_k = float(np.mean(z_prev[:, k])), float(np.mean(d[:, k]))
+            r_k, _ = curve.linearized_source(z_k, v_k)
+            r_new[k] = r_k
+            table[k] = v_k + r_k * curve.output_current(z_grid, v_k)
+        net.layers[li] = compile_layer(lm, netmap, True, r_new, lm.layer.volts_per_unit_sum / v_dd)
+        net.layers[li].source_table = (z_grid, table)
+        if progress:
+            progress(li)
+
+
+def source_voltages(net: CompiledNetwork, layer: int, z_prev: np.ndarray) -> np.ndarray:
+    """Source voltages (V) of a layer's line drivers, from the previous layer's neuron inputs."""
+    if layer < len(net.layers):
+        tab = net.layers[layer].source_table
+        if tab is not None:
+            z_grid, table = tab
+            return np.column_stack([np.interp(z_prev[:, k], z_grid, table[k]) for k in range(table.shape[0])])
+    return net.curve(z_prev)
 
 
 def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Neuron inputs z and outputs y (V) of every layer for first-layer inputs x in {-1, +1}."""
+    """Neuron inputs z and outputs y (V) of every layer for first-layer inputs x in {-1, +1}.
+
+    ``y`` is each neuron's open-circuit output (what a high-impedance read-out of the last
+    layer sees); ``v_in`` the source voltages of the layer's line drivers.
+    """
     x = np.asarray(x, dtype=float)
     first = net.netmap.layers[0].layer
     if x.ndim != 2 or x.shape[1] != first.fan_in:
@@ -217,7 +277,7 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
         raise ShapeError("inputs contain NaN or infinite values")
     v_dd = net.netmap.spec.subarray.v_dd
     out = []
-    v_src = x * v_dd  # source (open-circuit) voltages of the layer's drivers
+    v_src = x * v_dd  # source voltages of the first layer's drivers
     for li, lm in enumerate(net.netmap.layers):
         if net.fidelity == "ideal":
             z = lm.layer.volts_per_unit_sum * lm.layer.raw_sum(v_src / v_dd)
@@ -226,7 +286,8 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
             z = v_src @ cl.T.T + cl.z0
         y = net.curve(z)
         out.append({"z": z, "y": y, "v_in": v_src})
-        v_src = y
+        if li + 1 < len(net.netmap.layers):
+            v_src = source_voltages(net, li + 1, z) if net.fidelity == "circuit" else y
     return out
 
 
