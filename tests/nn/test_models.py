@@ -94,3 +94,38 @@ def test_fold_batchnorm_equivalent() -> None:
     assert q.calibration()[0][0] > 0
     assert q.calibration()[-1][1] is False  # after ReLU: unsigned
     torch.testing.assert_close(q(x), trunk(x), atol=0.1, rtol=0.05)
+
+
+def test_lenet_normalize_and_old_configs() -> None:
+    imgs = np.zeros((2, 28, 28), dtype=np.uint8)
+    imgs[:, 10:18, 10:18] = 255
+    raw = build_model("lenet-mnist", normalize=False).prepare(imgs)
+    std = build_model("lenet-mnist").prepare(imgs)  # the registered model standardises
+    assert raw.min() == 0.0 and raw.max() == 1.0
+    # padding and background alike map to -mean/std; a white pixel to (1 - mean)/std
+    assert std[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081, rel=1e-5)
+    assert std.max().item() == pytest.approx((1 - 0.1307) / 0.3081, rel=1e-5)
+    # a checkpoint config written before the option existed keeps the class default
+    old = get_spec("lenet-mnist").build_exact({"hidden": [120, 84], "scales": [0.1, 0.5, 0.5]})
+    assert not old.normalize
+
+
+def test_label_smoothing_float_head_only() -> None:
+    torch.manual_seed(0)
+    m = build_model("lenet-mnist").eval()
+    x = m.prepare(np.random.default_rng(2).integers(0, 256, (8, 28, 28), dtype=np.uint8))
+    y = torch.arange(8) % 10
+    plain, s0 = m.loss(x, y)
+    smooth, s1 = m.loss(x, y, label_smoothing=0.1)
+    torch.testing.assert_close(s0, s1)  # IMAC read-out untouched
+    f = m.features(x)
+    expected = (plain - torch.nn.functional.cross_entropy(m.float_head(f), y)
+                + torch.nn.functional.cross_entropy(m.float_head(f), y, label_smoothing=0.1))
+    torch.testing.assert_close(smooth, expected)
+
+
+def test_vgg_channels_last_same_numbers() -> None:
+    torch.manual_seed(0)
+    m = VGG(arch="vgg11", width=0.125, fc_hidden=[16]).eval()
+    x = m.prepare(np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    torch.testing.assert_close(m.features(x), m.trunk(x.contiguous()), atol=1e-5, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,33 @@ def test_checkpoint_errors(tiny_mnist: Path, tmp_path: Path) -> None:
         load_checkpoint(bad)
     with pytest.raises(DataError, match="not found"):
         find_checkpoint("mlp-mnist", tmp_path / "nope.pt")
+
+
+def test_lr_schedules() -> None:
+    from imac.errors import ConfigError
+    from imac.nn.train import _lr_at
+
+    assert _lr_at(0, 10, 1.0) == pytest.approx(1.0)
+    assert _lr_at(0.5, 10, 1.0) == _lr_at(0, 10, 1.0)  # cosine: per epoch
+    assert _lr_at(10, 10, 1.0) == pytest.approx(0.05)
+    oc = [_lr_at(e / 10, 10, 1.0, "onecycle", 0.2) for e in range(101)]
+    assert oc[0] == pytest.approx(1 / 25) and max(oc) == pytest.approx(1.0)
+    assert oc.index(max(oc)) == 20 and oc[-1] == pytest.approx(1e-4)
+    assert all(a <= b for a, b in pairwise(oc[:21]))
+    assert all(a >= b for a, b in pairwise(oc[20:]))
+    with pytest.raises(ConfigError, match="schedule"):
+        _lr_at(0, 10, 1.0, "step")
+
+
+def test_param_groups_decay_float_weights_only() -> None:
+    from imac.nn.models import build_model
+    from imac.nn.train import param_groups
+
+    m = build_model("vgg11-cifar10", width=0.125, fc_hidden=[16, 16])
+    rest, decay = param_groups(m, 0.05)
+    assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0
+    ids = {id(p) for p in decay["params"]}
+    assert all(id(p) not in ids for p in m.head.parameters())  # binary shadow weights
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert len(ids) + len(rest["params"]) == len(list(m.parameters()))
+    assert len(param_groups(build_model("mlp-mnist"), 0.1)) == 1  # nothing float to decay
