@@ -122,37 +122,48 @@ def network_netlist(net: CompiledNetwork, x: Sequence[float] | np.ndarray, card:
     return "\n".join(lines) + "\n"
 
 
+def _run_netlist(text: str, timeout_s: float) -> dict[str, np.ndarray]:
+    """Run one whole-network netlist; every written vector by lower-case name (picklable, so
+    joblib can run it in worker processes)."""
+    import shutil
+    import tempfile
+
+    from imac.circuit.spice import parse_ascii_raw
+
+    # a failed run keeps its folder: the SpiceError names its log
+    tmp = Path(tempfile.mkdtemp(prefix="imac-net-"))
+    res = run_ngspice(text, timeout_s=timeout_s, workdir=tmp)
+    vectors = dict(res.vectors)
+    for extra in sorted(tmp.glob("out*.raw")):
+        if extra.name != "out.raw":
+            vectors.update(parse_ascii_raw(extra.read_text())[-1])
+    shutil.rmtree(tmp, ignore_errors=True)
+    return vectors
+
+
 def spice_network_outputs(net: CompiledNetwork, x: np.ndarray, timeout_s: float = 1800.0,
                           n_jobs: int = 1) -> list[dict[str, np.ndarray]]:
-    """Neuron inputs z (every layer) and last-layer outputs y (V) from ngspice, per image."""
+    """Neuron inputs z (every layer) and last-layer outputs y (V) from ngspice, per image.
+
+    Netlists are written here and run as independent ngspice processes (``n_jobs`` at once).
+    """
     from joblib import Parallel, delayed
 
     x = np.atleast_2d(np.asarray(x, dtype=float))
-
-    def one(vec: np.ndarray) -> dict[str, np.ndarray]:
-        import shutil
-        import tempfile
-
-        from imac.circuit.spice import parse_ascii_raw
-
-        # a failed run keeps its folder: the SpiceError names its log
-        tmp = Path(tempfile.mkdtemp(prefix="imac-net-"))
-        res = run_ngspice(network_netlist(net, vec), timeout_s=timeout_s, workdir=tmp)
-        vec_all = dict(res.vectors)
-        for extra in sorted(tmp.glob("out*.raw")):
-            if extra.name != "out.raw":
-                vec_all.update(parse_ascii_raw(extra.read_text())[-1])
-        shutil.rmtree(tmp, ignore_errors=True)
+    texts = [network_netlist(net, vec) for vec in x]
+    if n_jobs == 1 or len(x) == 1:
+        runs = [_run_netlist(t, timeout_s) for t in texts]
+    else:
+        runs = list(Parallel(n_jobs=n_jobs)(delayed(_run_netlist)(t, timeout_s) for t in texts))
+    last = net.netmap.layers[-1]
+    outs = []
+    for vec_all in runs:
         out = {}
         for lm in net.netmap.layers:
             out[f"z{lm.index}"] = np.array([vec_all[f"v(l{lm.index}_z{j})"][-1] for j in range(lm.layer.fan_out)])
-        last = net.netmap.layers[-1]
         out["y"] = np.array([vec_all[f"v(l{last.index}_y{j})"][-1] for j in range(last.layer.fan_out)])
-        return out
-
-    if n_jobs == 1 or len(x) == 1:
-        return [one(v) for v in x]
-    return list(Parallel(n_jobs=n_jobs)(delayed(one)(v) for v in x))
+        outs.append(out)
+    return outs
 
 
 def export_network(net: CompiledNetwork, x: np.ndarray, out: Path, overwrite: bool = False) -> list[Path]:
