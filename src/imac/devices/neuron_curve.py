@@ -117,12 +117,24 @@ class NeuronCurve:
         bilinear in the ngspice I-V table."""
         if not self.has_iv():
             raise DataError("this neuron curve carries no output I-V table; re-run `imac neuron characterize`")
-        from scipy.interpolate import RegularGridInterpolator
-
-        interp = RegularGridInterpolator((np.asarray(self.iv_z_v), np.asarray(self.iv_v_out_v)),
-                                         np.asarray(self.iv_i_out_a), bounds_error=False, fill_value=None)
+        zg, vg, table = self._iv_arrays()
         z, v = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(v_out, dtype=float))
-        return interp(np.stack([z.ravel(), v.ravel()], axis=1)).reshape(z.shape)
+        # uniform grids: index arithmetic instead of a search; linear extrapolation past the
+        # grid edges (the neuron's current keeps its slope a little beyond the swept range)
+        fz = (z - zg[0]) / (zg[1] - zg[0])
+        fv = (v - vg[0]) / (vg[1] - vg[0])
+        iz = np.clip(np.floor(fz).astype(int), 0, zg.size - 2)
+        iv = np.clip(np.floor(fv).astype(int), 0, vg.size - 2)
+        tz, tv = fz - iz, fv - iv
+        return ((1 - tz) * (1 - tv) * table[iz, iv] + tz * (1 - tv) * table[iz + 1, iv]
+                + (1 - tz) * tv * table[iz, iv + 1] + tz * tv * table[iz + 1, iv + 1])
+
+    def _iv_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cached = self.__dict__.get("_iv_cache")
+        if cached is None:
+            cached = (np.asarray(self.iv_z_v), np.asarray(self.iv_v_out_v), np.asarray(self.iv_i_out_a))
+            object.__setattr__(self, "_iv_cache", cached)
+        return cached
 
     def linearized_source(self, z_op: float, v_op: float, dv: float = 0.01) -> tuple[float, float]:
         """Thevenin resistance (ohm) of the output around (z_op, v_op): -dV/dI."""

@@ -54,6 +54,10 @@ class CompiledLayer:
     gain_shortfall: float = 0.0  # max |realised / trained scale - 1| over the neurons
     # per-driver source voltage as a function of the previous neuron's z: (z grid, (n, grid))
     source_table: tuple[np.ndarray, np.ndarray] | None = None
+    A_drv: np.ndarray | None = None  # (fan_out, fan_in + 1) neuron inputs per driver-node voltage
+    Y: np.ndarray | None = None  # summed input admittance of the layer's lines (S)
+    W_chord: np.ndarray | None = None  # (diag(G) + Y)^-1 of the nonlinear driver solve
+    g_chord: np.ndarray | None = None
 
 
 @dataclass
@@ -90,31 +94,31 @@ def _tile_lines(tile: Tile, fan_in: int) -> np.ndarray:
 
 
 def _compose(lm: LayerMap, solved: list[SolvedSubarray], r_source: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray | None]:
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Join the tiles of one layer through their shared drivers (module doc, ``circuit``).
 
     Drivers: one per input plus one for the bias line (index fan_in), each an open-circuit
     source behind ``r_source``; a driver feeds the same line in every vertical partition.  KCL at
     the driver nodes d: (v_oc - d)/R = sum over tiles of I_t = Y_t d_t, so d = D v_oc with
     D = (diag(1/R) + sum_t Y_t)^-1 diag(1/R); then z = sum_t A_t d_t = T v_oc.
-    Returns T (fan_out, fan_in + 1) and D (None when every driver is ideal: D = I).
+    Returns T (fan_out, fan_in + 1), D (None when every driver is ideal: D = I), A_drv (z per
+    driver-node voltage) and the summed line admittance sum_t Y_t (None for ideal drivers).
     """
     n_in, n_out = lm.layer.fan_in, lm.layer.fan_out
-    T = np.zeros((n_out, n_in + 1))
+    A_drv = np.zeros((n_out, n_in + 1))  # neuron inputs per driver-node voltage
+    for tile, s in zip(lm.tiles, solved, strict=True):
+        A_drv[np.ix_(tile.output_idx, _tile_lines(tile, n_in))] += s.A_full
     if np.all(r_source == 0):
-        for tile, s in zip(lm.tiles, solved, strict=True):
-            T[np.ix_(tile.output_idx, _tile_lines(tile, n_in))] += s.A_full
-        return T, None
+        return A_drv, None, A_drv, None
     if np.any(r_source <= 0):
         raise ConfigError("driver resistances must be all zero or all positive within a layer")
     M = np.diag(1.0 / r_source)
     for tile, s in zip(lm.tiles, solved, strict=True):
         k = _tile_lines(tile, n_in)
         M[np.ix_(k, k)] += s.input_admittance()
-    D = np.linalg.solve(M, np.diag(1.0 / r_source))
-    for tile, s in zip(lm.tiles, solved, strict=True):
-        T[tile.output_idx, :] += s.A_full @ D[_tile_lines(tile, n_in), :]
-    return T, D
+    W = np.linalg.inv(M)
+    D = W / r_source[None, :]
+    return A_drv @ D, D, A_drv, M - np.diag(1.0 / r_source)
 
 
 def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.ndarray,
@@ -153,7 +157,7 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
             worst = max(worst, float(np.max(np.abs(eff_t / target_v_per_v - 1.0))))
             tile.gain, ratio_t = rescale(tile.gain, eff_t)
             s.A_full = s.A_full * ratio_t[:, None]  # first-order update, exact at convergence
-        T, _ = _compose(lm, solved, r_source)
+        T = _compose(lm, solved, r_source)[0]
         eff_n = np.mean(T * w_full, axis=1)
         worst = max(worst, float(np.max(np.abs(eff_n / target_v_per_v - 1.0))))
         ratio = np.where(eff_n > 0, target_v_per_v / np.where(eff_n > 0, eff_n, 1.0), 1.0)
@@ -162,10 +166,10 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
         if worst < GAIN_TOLERANCE:
             break
     solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
-    T, D = _compose(lm, solved, r_source)
+    T, D, A_drv, Y = _compose(lm, solved, r_source)
     # how far the neurons' effective scale ended from the trained one (0 = reached exactly)
     shortfall = float(np.max(np.abs(np.mean(T * w_full, axis=1) / target_v_per_v - 1.0)))
-    return CompiledLayer(T[:, :n_in], T[:, n_in] * v_dd, D, solved, r_source, shortfall)
+    return CompiledLayer(T[:, :n_in], T[:, n_in] * v_dd, D, solved, r_source, shortfall, A_drv=A_drv, Y=Y)
 
 
 def _bias_weights(lm: LayerMap) -> np.ndarray:
@@ -284,11 +288,55 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
         else:
             cl = net.layers[li]
             z = v_src @ cl.T.T + cl.z0
+            if cl.source_table is not None and li > 0:
+                z = _solve_loaded_neurons(net, cl, out[li - 1]["z"], v_src)
         y = net.curve(z)
         out.append({"z": z, "y": y, "v_in": v_src})
         if li + 1 < len(net.netmap.layers):
             v_src = source_voltages(net, li + 1, z) if net.fidelity == "circuit" else y
     return out
+
+
+NONLINEAR_ITERATIONS = 30
+NONLINEAR_TOLERANCE_V = 1e-6
+
+
+def _solve_loaded_neurons(net: CompiledNetwork, cl: CompiledLayer, z_prev: np.ndarray,
+                          v_src: np.ndarray) -> np.ndarray:
+    """Neuron inputs of a layer whose line drivers are the previous neurons, with their
+    nonlinear output I-V (ngspice table) instead of a linear source.
+
+    KCL at the driver nodes d: I(z_prev, d) = Y d (the bias driver stays linear).  Chord
+    iteration with a constant conductance G: d <- (G + Y)^-1 (I(z, d) + G d).  The error shrinks
+    by (G - g)/(G + Y) per step where g = -dI/dV >= 0 is the neuron's true output conductance,
+    so G = the largest g in the table makes every step contract; one dense product per step.
+    The linearized solution is the starting point.  Returns z = A_drv d.
+    """
+    assert cl.Y is not None and cl.A_drv is not None and cl.D is not None
+    v_dd = net.netmap.spec.subarray.v_dd
+    n = z_prev.shape[1]
+    if cl.W_chord is None:
+        g = np.append(np.full(n, _max_output_conductance(net.curve)), 1.0 / cl.r_source[n])
+        cl.W_chord = np.linalg.inv(np.diag(g) + cl.Y)
+        cl.g_chord = g
+    g = cl.g_chord
+    v_full = np.hstack([v_src, np.full((len(v_src), 1), v_dd)])
+    d = v_full @ cl.D.T
+    rhs_bias = np.full((len(d), 1), v_dd * g[n])
+    for _ in range(NONLINEAR_ITERATIONS):
+        i_out = net.curve.output_current(z_prev, d[:, :n])
+        d_new = np.hstack([i_out + g[:n] * d[:, :n], rhs_bias]) @ cl.W_chord.T
+        step = float(np.max(np.abs(d_new - d)))
+        d = d_new
+        if step < NONLINEAR_TOLERANCE_V:
+            break
+    return d @ cl.A_drv.T
+
+
+def _max_output_conductance(curve: NeuronCurve) -> float:
+    """Largest -dI/dV of the neuron's output over its I-V table, S."""
+    _, vg, table = curve._iv_arrays()
+    return float(np.max(-np.diff(table, axis=1) / np.diff(vg)[None, :]))
 
 
 def predict(net: CompiledNetwork, x: np.ndarray) -> np.ndarray:
