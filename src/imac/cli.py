@@ -127,12 +127,13 @@ def demo(
 def _register_commands() -> None:
     # typer needs the commands at start-up; their heavy imports (torch) stay inside them
     from imac.hardware.commands import register as register_hardware
-    from imac.hardware.commands import register_spice
+    from imac.hardware.commands import register_compare, register_spice
     from imac.nn.commands import register as register_nn
 
     register_nn(app)
     register_hardware(app)
     register_spice(app)
+    register_compare(app)
 
 
 _register_commands()

@@ -212,6 +212,35 @@ class CostSpec(Spec):
     neuron_load_c_f: float = Field(1e-15, ge=0, description="Capacitance at a neuron input, F.")
 
 
+class BaselineSpec(Spec):
+    """Mixed-signal and digital baselines for the IMAC comparison (every number sourced).
+
+    Sources: [M] B. Murmann, "ADC Performance Survey 1997-2024" (Stanford, public spreadsheet):
+    SAR ADCs of 6-10 bit at 10-100 MS/s reach Walden FOMs of a few to tens of fJ/conv-step;
+    [H] M. Horowitz, "Computing's energy problem", ISSCC 2014: 45 nm energies (8-bit add
+    0.03 pJ, 32-bit add 0.1 pJ, 32-bit FP mult 3.7 pJ, FP add 0.9 pJ, 8 KB SRAM read 10 pJ per
+    64 bit, DRAM 1.3-2.6 nJ per 64 bit); [N] NVIDIA CUDA documentation and public
+    micro-benchmarks: a kernel launch costs ~5 us of latency; [G] NVIDIA Jetson/mobile GPU
+    board power ~10 W under load (public data sheets).
+    """
+
+    adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution per tile output, bits.")
+    adc_fom_j_per_step: float = Field(20e-15, gt=0, description="Walden FOM, J/conv-step [M].")
+    adc_conversion_s: float = Field(10e-9, gt=0, description="One SAR conversion at 100 MS/s, s [M].")
+    adc_area_m2: float = Field(1000e-12, gt=0, description="SAR ADC area, m^2 (~0.001 mm^2, [M]).")
+    dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution per input line, bits.")
+    dac_energy_j: float = Field(0.5e-12, gt=0, description="Energy per DAC conversion, J (C-DAC, our estimate).")
+    dac_settle_s: float = Field(1e-9, gt=0, description="DAC settling, s (our estimate).")
+    digital_add_j: float = Field(0.03e-12, gt=0, description="8-bit add (partial-sum accumulation), J [H].")
+    sigmoid_lut_j: float = Field(1e-12, gt=0, description="Digital sigmoid: small LUT read, J (scaled from [H]).")
+    digital_cycle_s: float = Field(1e-9, gt=0, description="Digital clock period of the mixed-signal read-out, s.")
+    cpu_mac_j: float = Field(4.6e-12, gt=0, description="fp32 MAC (mult + add) on a CPU datapath, J [H].")
+    cpu_sram_j_per_byte: float = Field(1.25e-12, gt=0, description="SRAM access per byte, J (10 pJ/8 B [H]).")
+    cpu_macs_per_s: float = Field(16e9, gt=0, description="CPU fp32 MAC throughput (2 GHz x 8 lanes), MAC/s.")
+    gpu_kernel_launch_s: float = Field(5e-6, gt=0, description="Latency per layer (kernel launch) on a GPU, s [N].")
+    gpu_power_w: float = Field(10.0, gt=0, description="Mobile GPU board power while busy, W [G].")
+
+
 class ImacSpec(Spec):
     """The whole IMAC design point."""
 
@@ -223,6 +252,7 @@ class ImacSpec(Spec):
     neuron: NeuronSpec = NeuronSpec()
     subarray: SubarraySpec = SubarraySpec()
     cost: CostSpec = CostSpec()
+    baselines: BaselineSpec = BaselineSpec()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

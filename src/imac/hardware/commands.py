@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: Path | None,
-                      calibrated: bool | None, say: object) -> tuple[object, object]:
+                      calibrated: bool | None, say: object) -> tuple[Any, Any]:
     """(compiled circuit-fidelity network, model) for the export and spice-check commands."""
     from imac.config import load_spec
     from imac.hardware.mapping import map_network
@@ -153,3 +153,58 @@ def register_spice(app: typer.Typer) -> None:
         x = imac_inputs(model, test.images)
         say(f"running {images} whole-network ngspice operating points on {jobs} processes")
         typer.echo(json.dumps(spice_check(net, x, n_jobs=jobs), indent=1, default=float))
+
+
+def register_compare(app: typer.Typer) -> None:
+    """`imac compare`: IMAC next to mixed-signal and digital designs of the same network."""
+
+    def say(msg: str) -> None:
+        typer.echo(f"[imac] {msg}", err=True)
+
+    @app.command("compare")
+    def compare_cmd(
+        name: Annotated[str, typer.Argument(help="Registered model name.")],
+        fidelity: Annotated[str, typer.Option(help="IMAC fidelity: behavioral or circuit.")] = "circuit",
+        subarray: Annotated[int | None, typer.Option(help="Square subarray size.")] = None,
+        config: Annotated[str, typer.Option("--config", "-c")] = "paper",
+        checkpoint: Annotated[Path | None, typer.Option()] = None,
+        calibrated: Annotated[bool | None, typer.Option("--calibrated/--no-calibrated")] = None,
+        limit: Annotated[int | None, typer.Option(help="First N test images only.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ) -> None:
+        """Latency, power, energy per inference and accuracy: IMAC, mixed-signal, CPU, GPU."""
+        import numpy as np
+
+        from imac.errors import ConfigError
+        from imac.hardware.mapping import map_network
+        from imac.hardware.network import binary_layers, hardware_curve, imac_inputs, load_model
+        from imac.hardware.simulate import compile_network, run_batch
+        from imac.nn.data import load_dataset
+        from imac.system.baselines import compare
+
+        if fidelity not in ("behavioral", "circuit"):
+            raise ConfigError(f"compare runs IMAC at behavioral or circuit fidelity, not {fidelity!r}")
+        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        spec = net.netmap.spec
+        if fidelity == "behavioral":
+            net = compile_network(net.netmap, hardware_curve(spec), "behavioral")
+        base, _, _ = load_model(name, checkpoint)
+        test = load_dataset(model.dataset, "test").subset(limit)
+        say("computing the CPU features")
+        x = imac_inputs(model, test.images)
+        x_base = x if base is model else imac_inputs(base, test.images)
+        ideal = compile_network(map_network(binary_layers(base), spec, net.netmap.rows, net.netmap.cols),
+                                base.head.neurons[0].curve, "ideal")
+        acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
+        res = compare(net, x, test.labels, acc_sw) | {"model": name, "n_images": len(test),
+                                                       "accuracy_software": acc_sw}
+        if as_json:
+            typer.echo(json.dumps(res, indent=1, default=float))
+            return
+        typer.echo(f"{'design':<22}{'latency (s)':>14}{'power (W)':>12}{'energy (J)':>13}{'accuracy':>10}")
+        for d in res["designs"]:
+            acc = "-" if d["accuracy"] is None else f"{100 * d['accuracy']:.2f}%"
+            typer.echo(f"{d['design']:<22}{d['latency_s']:>14.3e}{d['power_w']:>12.3e}"
+                       f"{d['energy_per_inference_j']:>13.3e}{acc:>10}")
+        for k, v in res["imac_vs"].items():
+            typer.echo(f"IMAC vs {k}: {v['imac_speedup']:.1f}x faster, {v['imac_energy_advantage']:.1f}x less energy")

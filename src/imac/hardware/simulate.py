@@ -280,7 +280,7 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
     if not np.all(np.isfinite(x)):
         raise ShapeError("inputs contain NaN or infinite values")
     v_dd = net.netmap.spec.subarray.v_dd
-    out = []
+    out: list[dict[str, np.ndarray]] = []
     v_src = x * v_dd  # source voltages of the first layer's drivers
     for li, lm in enumerate(net.netmap.layers):
         if net.fidelity == "ideal":
@@ -319,7 +319,7 @@ def _solve_loaded_neurons(net: CompiledNetwork, cl: CompiledLayer, z_prev: np.nd
         g = np.append(np.full(n, _max_output_conductance(net.curve)), 1.0 / cl.r_source[n])
         cl.W_chord = np.linalg.inv(np.diag(g) + cl.Y)
         cl.g_chord = g
-    g = cl.g_chord
+    g = np.asarray(cl.g_chord)
     v_full = np.hstack([v_src, np.full((len(v_src), 1), v_dd)])
     d = v_full @ cl.D.T
     rhs_bias = np.full((len(d), 1), v_dd * g[n])

@@ -191,7 +191,7 @@ def export_network(net: CompiledNetwork, x: np.ndarray, out: Path, overwrite: bo
                 arrays[f"{key}_input_idx"] = tile.input_idx
                 arrays[f"{key}_output_idx"] = tile.output_idx
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(tmp / "tiles.npz", buf.getvalue())
         summary = net.netmap.summary() | {"neuron_r_out_ohm": net.info.get("neuron_r_out_ohm"),
                                           "inputs": [float(v) for v in np.ravel(x)]}
