@@ -114,12 +114,15 @@ def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None 
             sub = s.sub
             n, m = sub.rows, sub.cols
             r_drv = float(np.max(r_src))
-            # Elmore: driver R into the whole input line, distributed line, then summing line
-            c_in_line = m * sub.c_vertical
-            tau_in = r_drv * c_in_line + sub.r_vertical * sub.c_vertical * m * (m + 1) / 2
-            r_dev = 1.0 / float(np.max(np.maximum(sub.g_plus, sub.g_minus)))
-            c_sum_line = n * sub.c_horizontal
-            tau_sum = (r_dev + r_drv) * c_sum_line + sub.r_horizontal * sub.c_horizontal * n * (n + 1) / 2
+            # Elmore time constants.  An input line is held by its driver in parallel with the
+            # devices it feeds (their far ends sit at the nearly fixed summing-line voltages);
+            # a summing line is held by all the devices on it in parallel.  Then each line's
+            # own distributed RC.
+            g_in_line = float(np.min(np.sum(sub.g_plus + sub.g_minus, axis=1)))
+            r_in_hold = 1.0 / (g_in_line + (1.0 / r_drv if r_drv > 0 else np.inf))
+            tau_in = r_in_hold * m * sub.c_vertical + sub.r_vertical * sub.c_vertical * m * (m + 1) / 2
+            g_sum_line = float(np.min(np.minimum(np.sum(sub.g_plus, axis=0), np.sum(sub.g_minus, axis=0))))
+            tau_sum = n * sub.c_horizontal / g_sum_line + sub.r_horizontal * sub.c_horizontal * n * (n + 1) / 2
             t_arr = max(t_arr, k_settle * (tau_in + tau_sum))
             f_cl = spec.cost.opamp_gbw_hz / (1.0 + float(np.max(sub.amp_gain)))
             t_amp = max(t_amp, k_settle / (2 * math.pi * f_cl))

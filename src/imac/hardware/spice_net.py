@@ -228,3 +228,38 @@ def spice_check(net: CompiledNetwork, x: np.ndarray, n_jobs: int = 2) -> dict[st
         "circuit_s_per_image": t_circ,
         "circuit_speedup_per_image": t_spice / t_circ,
     }
+
+
+def settling_check(net: CompiledNetwork, x: np.ndarray, t_stop_s: float = 2e-9) -> dict[str, object]:
+    """Transient ngspice run of ``net`` (wire capacitances, transistor-level neurons) after a
+    step of the inputs: when does every last-layer neuron output settle, vs the cost model?
+
+    The SPICE op-amps are ideal (no bandwidth limit), so the comparison is with the model's
+    array + neuron part of the latency; the OTA settling is reported beside it.  Meant for a
+    single partition chain (one tile per layer): a transient of a whole large network is slow.
+    """
+    from imac.hardware.cost import imac_cost
+
+    text = network_netlist(net, x, analysis="tran", t_stop_s=t_stop_s)
+    text = text.replace("write out.raw ", "write out.raw time ", 1)
+    vectors = _run_netlist(text, timeout_s=1800.0)
+    t = vectors["time"]
+    last = net.netmap.layers[-1]
+    tol = 2.0 ** -(net.netmap.spec.cost.settle_bits + 1) * net.netmap.spec.subarray.v_dd
+    settle = 0.0
+    for j in range(last.layer.fan_out):
+        y = vectors[f"v(l{last.index}_y{j})"]
+        off = np.nonzero(np.abs(y - y[-1]) > tol)[0]
+        settle = max(settle, float(t[off[-1] + 1]) if off.size and off[-1] + 1 < t.size else 0.0)
+    cost = imac_cost(net)
+    model_wo_amp = sum(r.latency_s for r in cost.rows if r.component.endswith((".arrays", ".neurons")))
+    model_amp = sum(r.latency_s for r in cost.rows if r.component.endswith(".amplifiers"))
+    return {
+        "spice_settle_s": settle,
+        "model_arrays_and_neurons_s": model_wo_amp,
+        "model_amplifiers_s": model_amp,
+        "model_total_s": cost.latency_s,
+        "ratio_model_to_spice": model_wo_amp / settle if settle > 0 else None,
+        "tolerance_v": tol,
+        "t_stop_s": t_stop_s,
+    }
