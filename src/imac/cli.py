@@ -36,8 +36,13 @@ def _say(msg: str) -> None:
     typer.echo(f"[imac] {msg}", err=True)
 
 
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=1, default=float))
+def _report(obj: dict[str, Any], as_json: bool) -> None:
+    """One JSON object (--json) or an aligned key: value listing."""
+    if as_json:
+        typer.echo(json.dumps(obj, indent=1, default=float))
+        return
+    for k, v in obj.items():
+        typer.echo(f"{k:>24}: {v}")
 
 
 def _load(config: str) -> Any:
@@ -80,11 +85,7 @@ def neuron_characterize(
     if update_default:
         ch.curve.save(DEFAULT_FIT_PATH)
     summary = nan_to_none(ch.summary()) | {"plot": str(plot), "fit_file": str(out / "neuron_fit.json")}
-    if as_json:
-        _print_json(summary)
-    else:
-        for k, v in summary.items():
-            typer.echo(f"{k:>24}: {v}")
+    _report(summary, as_json)
 
 
 @bench_app.command("xbar")
@@ -100,12 +101,7 @@ def bench_xbar_cmd(
     """Solver vs ngspice vs the ideal matrix product on one netlist and one batch."""
     from imac.experiments.bench_xbar import bench_xbar
 
-    res = bench_xbar(rows, cols, batch, spice_batch, spec=_load(config), seed=seed)
-    if as_json:
-        _print_json(res)
-    else:
-        for k, v in res.items():
-            typer.echo(f"{k:>24}: {v}")
+    _report(bench_xbar(rows, cols, batch, spice_batch, spec=_load(config), seed=seed), as_json)
 
 
 @app.command("demo")

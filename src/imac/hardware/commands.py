@@ -11,11 +11,13 @@ import typer
 from imac.hardware.simulate import FIDELITIES
 
 
+def say(msg: str) -> None:
+    """Progress and notes go to stderr, so --json output stays clean."""
+    typer.echo(f"[imac] {msg}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the hardware commands to ``app``."""
-
-    def say(msg: str) -> None:
-        typer.echo(f"[imac] {msg}", err=True)
 
     @app.command("simulate")
     def simulate_cmd(
@@ -108,9 +110,6 @@ def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: 
 def register_spice(app: typer.Typer) -> None:
     """`imac export` and `imac spice-check`."""
 
-    def say(msg: str) -> None:
-        typer.echo(f"[imac] {msg}", err=True)
-
     @app.command("export")
     def export_cmd(
         name: Annotated[str, typer.Argument(help="Registered model name.")],
@@ -157,9 +156,6 @@ def register_spice(app: typer.Typer) -> None:
 
 def register_compare(app: typer.Typer) -> None:
     """`imac compare`: IMAC next to mixed-signal and digital designs of the same network."""
-
-    def say(msg: str) -> None:
-        typer.echo(f"[imac] {msg}", err=True)
 
     @app.command("compare")
     def compare_cmd(
