@@ -31,6 +31,7 @@ from imac.config import ImacSpec
 from imac.hardware.mapping import nominal_levels, partition_counts
 
 GAIN_ROUNDS = 8
+GAIN_TOLERANCE = 1e-7
 
 
 def row_groups(fan_in: int, rows: int | None) -> list[np.ndarray]:
@@ -71,7 +72,10 @@ class AwareLinear(nn.Module):
             with torch.no_grad():  # the gain enters the loads only weakly: fixed point
                 for _ in range(GAIN_ROUNDS):
                     h0 = self._diff_amp(gp, gm, Gp, Gm, g)
-                    g = g * self.target / (h0 * w).mean(1, keepdim=True)
+                    ratio = self.target / (h0 * w).mean(1, keepdim=True)
+                    g = g * ratio
+                    if float((ratio - 1).abs().max()) < GAIN_TOLERANCE:
+                        break
             h = self._diff_amp(gp, gm, Gp, Gm, g)
         return self.target * h / (h * w).mean(1, keepdim=True)
 
@@ -125,6 +129,7 @@ def finetune_hardware_aware(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    threads: int = 1,
 ) -> list[dict[str, float]]:
     """Fine-tune the binary head of ``model`` through :class:`AwareHead` (in place).
 
@@ -134,6 +139,8 @@ def finetune_hardware_aware(
     """
     from tqdm import tqdm
 
+    # the head's products are small: one thread is fastest, and it leaves the other core free
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = model.head
@@ -158,7 +165,7 @@ def finetune_hardware_aware(
             loss.backward()
             opt.step()
             head.clip_()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
             bar.set_postfix(loss=f"{float(loss):.3f}")
         history.append({"epoch": ep + 1, "loss": tot_loss / len(x), "train_acc": correct / len(x)})
