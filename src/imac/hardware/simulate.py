@@ -213,15 +213,16 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
             # the bias line's driver is a replica of the input drivers (same output resistance),
             # so the bias is attenuated by the line loading exactly like the inputs
             r_layers.append(np.full(lm.layer.fan_in + 1, float(r)))
-        net.layers = [compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd)
-                      for lm, r_src in zip(netmap.layers, r_layers, strict=True)]
+        net.layers = []
+        for lm, r_src in zip(netmap.layers, r_layers, strict=True):
+            net.layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd))
+            if progress:
+                progress(lm.index)
         if wires and x_op is not None and neuron_r_out_ohm is None and curve.has_iv() and len(netmap.layers) > 1:
             _linearize_at_operating_point(net, np.asarray(x_op, dtype=float), r_layers, progress)
             info["neuron_model"] = "linearized at the operating point of x_op"
         elif wires:
             info["neuron_model"] = "open-circuit Thevenin at z = 0"
-        if progress:
-            progress(len(netmap.layers) - 1)
         info["gain_shortfall"] = [cl.gain_shortfall for cl in net.layers]
         info["gain_range"] = [
             [float(min(t.gain.min() for t in lm.tiles)), float(max(t.gain.max() for t in lm.tiles))]
@@ -254,7 +255,7 @@ def _linearize_at_operating_point(net: CompiledNetwork, x_op: np.ndarray, r_laye
         net.layers[li] = compile_layer(lm, netmap, True, r_new, lm.layer.volts_per_unit_sum / v_dd)
         net.layers[li].source_table = (z_grid, table)
         if progress:
-            progress(li)
+            progress(f"{li} (at its loaded operating point)")
 
 
 def source_voltages(net: CompiledNetwork, layer: int, z_prev: np.ndarray) -> np.ndarray:
