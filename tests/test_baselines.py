@@ -90,3 +90,26 @@ def test_simulate_and_compare_commands_on_the_committed_mlp(mnist_available: boo
     assert res.exit_code == 0, res.output
     cmp = json.loads(res.stdout[res.stdout.index("{"):])
     assert {d["design"] for d in cmp["designs"]} >= {"mixed-signal", "digital-cpu", "digital-gpu"}
+
+
+@pytest.mark.slow
+def test_calibration_is_named_tied_to_its_base_and_used(mnist_available: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from imac.errors import DataError
+    from imac.hardware.network import calibrate, calibrated_path, simulate_model
+    from imac.nn.checkpoint import committed_checkpoint_path
+
+    base = tmp_path / "mlp-mnist.pt"
+    shutil.copy(committed_checkpoint_path("mlp-mnist"), base)
+    spec = ImacSpec()
+    dest, info = calibrate("mlp-mnist", spec, rows=32, epochs=1, checkpoint=base, limit=512)
+    assert dest == calibrated_path(base, 32, "difference") and dest.is_file()
+    assert info["kind"].startswith("hardware-aware fine-tuning") and info["train_images"] == 512
+    res = simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=True, limit=100).result
+    assert res["calibration"] == "hardware-aware fine-tuning"
+    assert res["checkpoint"] == dest.name
+    # a changed base checkpoint makes the calibration stale: refused when asked for, else ignored
+    base.write_bytes(base.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="another version"):
+        simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=True, limit=50)

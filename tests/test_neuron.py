@@ -189,7 +189,7 @@ def characterization(requires_ngspice: None):
     """One ngspice characterization of the default neuron, shared by the tests below."""
     from imac.devices.neuron import characterize
 
-    return characterize(NeuronSpec(), timeout_s=120)
+    return characterize(NeuronSpec(), timeout_s=900)  # generous: CI machines may be loaded
 
 
 @pytest.mark.spice

@@ -31,7 +31,7 @@ from imac.errors import SpiceError
 
 I_TEST_A = 1e-6  # small-signal test current for the output resistance, A
 LOAD_RESISTANCES_OHM = (1e3, 1e4, 1e5)
-IV_STEP_V = 0.01  # grid of the output I-V table, V
+IV_STEP_V = 0.02  # grid of the output I-V table, V (41 x 81 points: the surface is smooth)
 
 
 def _header(spec: NeuronSpec, card: Path, title: str) -> list[str]:

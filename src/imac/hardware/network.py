@@ -67,8 +67,9 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[Any, Pa
 
 
 def calibrated_path(path: Path, rows: int, topology: str) -> Path:
-    """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept."""
-    return path.with_name(f"{path.stem}.imac-{topology}-{rows}.pt")
+    """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept: a
+    ``calibrated/`` folder beside it, so it is never mistaken for a trained checkpoint."""
+    return path.parent / "calibrated" / f"{path.stem}.imac-{topology}-{rows}.pt"
 
 
 @dataclass
