@@ -322,13 +322,14 @@ def _solve_loaded_neurons(net: CompiledNetwork, cl: CompiledLayer, z_prev: np.nd
         cl.W_chord = np.linalg.inv(np.diag(g) + cl.Y)
         cl.g_chord = g
     g = np.asarray(cl.g_chord)
+    w_chord = cl.W_chord
     v_full = np.hstack([v_src, np.full((len(v_src), 1), v_dd)])
     d = v_full @ cl.D.T
     rhs_bias = np.full((len(d), 1), v_dd * g[n])
     current = _current_in_v(net.curve, z_prev)  # z is fixed during the iteration
 
     def chord(dv: np.ndarray) -> np.ndarray:
-        return np.hstack([current(dv[:, :n]) + g[:n] * dv[:, :n], rhs_bias]) @ cl.W_chord.T
+        return np.hstack([current(dv[:, :n]) + g[:n] * dv[:, :n], rhs_bias]) @ w_chord.T
 
     # Anderson(1) acceleration per image: the slow direction is the lines' common mode, which a
     # one-step secant on the chord map removes
