@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,7 @@ from imac.config import ImacSpec, dump_spec
 from imac.devices.neuron import characterize, nan_to_none, write_plot
 from imac.experiments.bench_xbar import random_subarray
 from imac.io import atomic_write_bytes, atomic_write_text, run_directory
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+from imac.provenance import git_revision
 
 
 def provenance(spec: ImacSpec, seed: int) -> dict[str, Any]:

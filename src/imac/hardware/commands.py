@@ -76,35 +76,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: Path | None,
-                      calibrated: bool | None, say: object) -> tuple[Any, Any]:
-    """(compiled circuit-fidelity network, model) for the export and spice-check commands."""
+                      calibrated: bool | None, say: object) -> tuple[Any, Any, Any]:
+    """(compiled circuit-fidelity network, deployed model, software-trained base model)."""
     from imac.config import load_spec
     from imac.hardware.mapping import map_network
-    from imac.hardware.network import (
-        binary_layers,
-        calibrated_path,
-        file_sha256,
-        hardware_curve,
-        load_model,
-        operating_point_inputs,
-    )
+    from imac.hardware.network import binary_layers, hardware_curve, operating_point_inputs, select_head
     from imac.hardware.simulate import compile_network
 
     spec = load_spec(config)
     rows = subarray or spec.subarray.rows
-    model, path, _ = load_model(name, checkpoint)
-    cal = calibrated_path(path, rows, spec.amplifier.topology)
-    if calibrated or (calibrated is None and cal.is_file()):
-        cmodel, _, payload = load_model(name, cal)
-        if payload.get("calibration", {}).get("base_sha256") == file_sha256(path):
-            model = cmodel
-        elif calibrated:
-            from imac.errors import DataError
-
-            raise DataError(f"{cal} is stale; rerun `imac calibrate {name}`")
+    model, _, base = select_head(name, spec, rows, checkpoint, calibrated, say)
     netmap = map_network(binary_layers(model), spec, rows, subarray or spec.subarray.cols)
     x_op = operating_point_inputs(model)
-    return compile_network(netmap, hardware_curve(spec), "circuit", x_op=x_op), model
+    return compile_network(netmap, hardware_curve(spec), "circuit", x_op=x_op), model, base
 
 
 def register_spice(app: typer.Typer) -> None:
@@ -126,7 +110,7 @@ def register_spice(app: typer.Typer) -> None:
         from imac.hardware.spice_net import export_network
         from imac.nn.data import load_dataset
 
-        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        net, model, _ = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
         test = load_dataset(model.dataset, "test")
         x = imac_inputs(model, test.images[image : image + 1])
         for p in export_network(net, x[0], spice, overwrite=overwrite):
@@ -147,7 +131,7 @@ def register_spice(app: typer.Typer) -> None:
         from imac.hardware.spice_net import spice_check
         from imac.nn.data import load_dataset
 
-        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        net, model, _ = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
         test = load_dataset(model.dataset, "test").subset(images)
         x = imac_inputs(model, test.images)
         say(f"running {images} whole-network ngspice operating points on {jobs} processes")
@@ -173,18 +157,17 @@ def register_compare(app: typer.Typer) -> None:
 
         from imac.errors import ConfigError
         from imac.hardware.mapping import map_network
-        from imac.hardware.network import binary_layers, hardware_curve, imac_inputs, load_model
+        from imac.hardware.network import binary_layers, hardware_curve, imac_inputs
         from imac.hardware.simulate import compile_network, run_batch
         from imac.nn.data import load_dataset
         from imac.system.baselines import compare
 
         if fidelity not in ("behavioral", "circuit"):
             raise ConfigError(f"compare runs IMAC at behavioral or circuit fidelity, not {fidelity!r}")
-        net, model = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
+        net, model, base = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
         spec = net.netmap.spec
         if fidelity == "behavioral":
             net = compile_network(net.netmap, hardware_curve(spec), "behavioral")
-        base, _, _ = load_model(name, checkpoint)
         test = load_dataset(model.dataset, "test").subset(limit)
         say("computing the CPU features")
         x = imac_inputs(model, test.images)

@@ -16,12 +16,7 @@ from imac.config import ImacSpec
 from imac.errors import ConfigError, DataError
 from imac.hardware.mapping import BinaryLayer, NetworkMap, map_network
 from imac.hardware.simulate import check_fidelity, compile_network, run_batch
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+from imac.provenance import file_sha256
 
 FEATURE_BATCH = 2000
 
@@ -70,6 +65,32 @@ def calibrated_path(path: Path, rows: int, topology: str) -> Path:
     """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept: a
     ``calibrated/`` folder beside it, so it is never mistaken for a trained checkpoint."""
     return path.parent / "calibrated" / f"{path.stem}.imac-{topology}-{rows}.pt"
+
+
+def select_head(name: str, spec: ImacSpec, rows: int, checkpoint: str | Path | None = None,
+                calibrated: bool | None = None, say: Any = None) -> tuple[Any, Path, Any]:
+    """(model to deploy, its checkpoint path, the software-trained base model).
+
+    ``calibrated``: the hardware-aware calibration for ``rows``-row subarrays (True; an error
+    if absent or made from another version of the base checkpoint), the base (False), or the
+    calibration when a current one exists (None; a stale one is ignored with a note).
+    """
+    say = say or (lambda msg: None)
+    base, base_path, _ = load_model(name, checkpoint)
+    cal_path = calibrated_path(base_path, rows, spec.amplifier.topology)
+    if not (calibrated or (calibrated is None and cal_path.is_file())):
+        return base, base_path, base
+    if not cal_path.is_file():
+        raise DataError(f"no hardware-aware calibration at {cal_path}; run `imac calibrate {name} "
+                        f"--subarray {rows}` first or pass --no-calibrated")
+    model, _, cal_payload = load_model(name, cal_path)
+    if cal_payload.get("calibration", {}).get("base_sha256") != file_sha256(base_path):
+        if calibrated:
+            raise DataError(f"{cal_path} was calibrated from another version of {base_path.name}; "
+                            f"rerun `imac calibrate {name} --subarray {rows}`")
+        say(f"ignoring stale calibration {cal_path.name} (its base checkpoint changed)")
+        return base, base_path, base
+    return model, cal_path, base
 
 
 @dataclass
@@ -140,21 +161,7 @@ def simulate_model(
     say = progress or (lambda msg: None)
     rows = spec.subarray.rows if rows is None else rows
     cols = spec.subarray.cols if cols is None else cols
-    base, base_path, _ = load_model(name, checkpoint)
-    model, used = base, base_path
-    cal_path = calibrated_path(base_path, rows, spec.amplifier.topology)
-    if calibrated or (calibrated is None and cal_path.is_file()):
-        if not cal_path.is_file():
-            raise DataError(f"no hardware-aware calibration at {cal_path}; run `imac calibrate {name} "
-                            f"--subarray {rows}` first or pass --no-calibrated")
-        model, used, cal_payload = load_model(name, cal_path)
-        base_sha = cal_payload.get("calibration", {}).get("base_sha256")
-        if base_sha != file_sha256(base_path):
-            if calibrated:
-                raise DataError(f"{cal_path} was calibrated from another version of {base_path.name}; "
-                                f"rerun `imac calibrate {name} --subarray {rows}`")
-            say(f"ignoring stale calibration {cal_path.name} (its base checkpoint changed)")
-            model, used = base, base_path
+    model, used, base = select_head(name, spec, rows, checkpoint, calibrated, say)
     say(f"loading the {base.dataset} test set")
     test = load_dataset(base.dataset, "test").subset(limit)
     say("computing the CPU features")

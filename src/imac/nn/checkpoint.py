@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,26 +25,12 @@ import imac
 from imac.errors import DataError
 from imac.io import atomic_write_bytes, atomic_write_text
 from imac.nn.data import cache_dir, repo_root
+from imac.provenance import git_revision
 
 if TYPE_CHECKING:
     from imac.nn.models import ImacNet
 
 FORMAT = 1
-
-
-def git_revision() -> str | None:
-    """The repository's HEAD commit (with ``+dirty`` when files differ), or None."""
-    root = repo_root()
-    if root is None:
-        return None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
-        return rev + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def provenance() -> dict[str, Any]:

@@ -45,6 +45,7 @@ import numpy as np
 
 from imac.errors import DataError
 from imac.io import atomic_write_bytes
+from imac.provenance import file_sha256, repo_root
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -119,14 +120,6 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
 
 
-def repo_root() -> Path | None:
-    """The project root (the folder with ``pyproject.toml``) above this file, if any."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "src" / "imac").is_dir():
-            return parent
-    return None
-
-
 def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
     """Data roots in look-up order, each with the reason it is tried."""
     out: list[tuple[str, Path]] = []
@@ -156,14 +149,6 @@ def _offline() -> bool:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _combined_sha256(paths: list[Path]) -> str:
     if len(paths) == 1:
         return file_sha256(paths[0])
