@@ -41,7 +41,10 @@ def imac_inputs(model: Any, images: np.ndarray, int8: bool = False) -> np.ndarra
 
     trunk = None
     if int8:
-        trunk = getattr(model, "_calibrated_int8", None) or model.int8_trunk()
+        trunk = getattr(model, "_calibrated_int8", None)
+        if trunk is None:
+            raise ConfigError(f"model {type(model).__name__} has no calibrated int8 trunk (its checkpoint "
+                              "holds no int8_calibration, or the model has no conv trunk)")
     out = []
     with torch.no_grad():
         for i in range(0, len(images), FEATURE_BATCH):
@@ -58,7 +61,13 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[Any, Pa
     get_spec(name)  # unknown names list the known ones
     path = find_checkpoint(name, checkpoint)
     payload = load_checkpoint(path, name)
-    return model_from_checkpoint(payload, path), path, payload
+    model = model_from_checkpoint(payload, path)
+    cal = payload.get("int8_calibration")
+    if cal is not None:  # the int8 trunk as trained (its activation scales are in the checkpoint)
+        from imac.nn.train import calibrated_int8_trunk
+
+        model._calibrated_int8 = calibrated_int8_trunk(model, None, cal)
+    return model, path, payload
 
 
 def calibrated_path(path: Path, rows: int, topology: str) -> Path:
@@ -144,13 +153,15 @@ def simulate_model(
     calibrated: bool | None = None,
     limit: int | None = None,
     progress: Any = None,
+    int8: bool = False,
 ) -> Evaluation:
     """Run ``name`` on IMAC at ``fidelity`` over its test set; accuracy, timing and cost.
 
     ``calibrated``: use the hardware-aware calibrated head for this subarray (True), the
     software-trained head (False), or the calibrated one when it exists (None).
     ``accuracy_software`` is always the software-trained head's binary-FC accuracy on the same
-    images, the reference the hardware is judged against.
+    images, the reference the hardware is judged against.  ``int8``: the IMAC inputs come from
+    the int8-quantized CPU trunk (the mixed-precision system) instead of the float one.
     """
     from imac.hardware.cost import imac_cost
     from imac.nn.data import load_dataset
@@ -165,8 +176,8 @@ def simulate_model(
     say(f"loading the {base.dataset} test set")
     test = load_dataset(base.dataset, "test").subset(limit)
     say("computing the CPU features")
-    x = imac_inputs(model, test.images)
-    x_base = x if model is base else imac_inputs(base, test.images)
+    x = imac_inputs(model, test.images, int8)
+    x_base = x if model is base else imac_inputs(base, test.images, int8)
 
     layers_sw = binary_layers(base)
     ideal_sw = compile_network(map_network(layers_sw, spec, rows, cols, partitioned), _curve(base), "ideal")
@@ -194,6 +205,7 @@ def simulate_model(
         "checkpoint": used.name,
         "calibration": "hardware-aware fine-tuning" if model is not base else None,
         "n_images": len(test),
+        "cpu_trunk": "int8" if int8 else "fp32",
         "accuracy": acc,
         "accuracy_software": acc_sw,
         "accuracy_drop_points": 100 * (acc_sw - acc),
