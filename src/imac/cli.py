@@ -125,11 +125,13 @@ def _register_commands() -> None:
     from imac.hardware.commands import register as register_hardware
     from imac.hardware.commands import register_compare, register_spice
     from imac.nn.commands import register as register_nn
+    from imac.system.commands import register as register_system
 
     register_nn(app)
     register_hardware(app)
     register_spice(app)
     register_compare(app)
+    register_system(app)
 
 
 _register_commands()

@@ -128,6 +128,9 @@ class CpuCoreSpec(Spec):
     op_energy_int8_j: float = Field(gt=0, description="Energy of one int8 element-wise op, J.")
     instruction_energy_j: float = Field(ge=0, description="Overhead per (SIMD) instruction: fetch, decode, RF, J.")
     static_power_w: float = Field(ge=0, description="Leakage of the core and its private caches, W.")
+    active_power_w: float | None = Field(
+        None, gt=0, description="Public whole-core active power under load, W: the top-down CPU energy "
+        "(power x modelled latency) that brackets the bottom-up one; None = unknown.")
     layer_overhead_s: float = Field(
         0.0, ge=0, description="Fixed software cost per layer call (framework dispatch), s; 0 = ideal runtime."
     )
@@ -161,7 +164,7 @@ SOURCED_FIELDS = (
     "frequency_hz", "simd_width_bits", "simd_pipes", "fp32_macs_per_cycle", "int8_macs_per_cycle", "caches",
     "dram_bandwidth_bytes_per_s", "dram_energy_j_per_byte", "mac_energy_fp32_j", "mac_energy_int8_j",
     "op_energy_fp32_j", "op_energy_int8_j", "instruction_energy_j", "static_power_w", "node_nm", "vdd_v",
-    "layer_overhead_s",
+    "layer_overhead_s", "active_power_w",
 )
 
 
@@ -213,7 +216,7 @@ def _a53() -> dict[str, Any]:
         ],
         "dram_bandwidth_bytes_per_s": 2.0e9, "dram_energy_j_per_byte": 10e-12 * 8,
         **_horowitz_energies(node, vdd),
-        "static_power_w": 0.05,
+        "static_power_w": 0.05, "active_power_w": 0.5,
         "sources": {
             "frequency_hz": "Raspberry Pi 3 B+ product brief: BCM2837B0, 4x Cortex-A53 at 1.4 GHz",
             "node_nm": "BCM2837 family is a 40 nm LP part (public die and Raspberry Pi documentation)",
@@ -231,6 +234,8 @@ def _a53() -> dict[str, Any]:
             "commonly quoted for LPDDR4",
             "static_power_w": "our estimate: ~10 % of ~0.5 W active core power (public Raspberry Pi 3 B+ "
             "board power: ~1.9 W idle, ~5 W all-core load)",
+            "active_power_w": "~0.5 W per loaded core: (~5 W all-core load - ~1.9 W idle) / 4 cores, from "
+            "public Raspberry Pi 3 B+ board power measurements (our reading; includes the core's share of L2)",
             **_ENERGY_SOURCES,
         },
     }
@@ -256,7 +261,7 @@ def _a76() -> dict[str, Any]:
         ],
         "dram_bandwidth_bytes_per_s": 10e9, "dram_energy_j_per_byte": 5e-12 * 8,
         **_horowitz_energies(node, vdd),
-        "static_power_w": 0.1,
+        "static_power_w": 0.1, "active_power_w": 1.0,
         "sources": {
             "frequency_hz": "Raspberry Pi 5 product brief: BCM2712, 4x Cortex-A76 at 2.4 GHz",
             "node_nm": "BCM2712 is a 16 nm part (Raspberry Pi 5 launch material)",
@@ -274,6 +279,8 @@ def _a76() -> dict[str, Any]:
             "access + I/O",
             "static_power_w": "our estimate: ~10 % of ~1 W active core power (public Raspberry Pi 5 board "
             "power: ~2.7 W idle, ~7 W all-core load)",
+            "active_power_w": "~1 W per loaded core: (~7 W all-core load - ~2.7 W idle) / 4 cores, from public "
+            "Raspberry Pi 5 board power measurements (our reading; includes the core's share of L3)",
             **_ENERGY_SOURCES,
         },
     }
@@ -387,6 +394,7 @@ def _host() -> dict[str, Any]:
             "node_nm": "stated default: a 10 nm-class (Intel 7) server part; energies are not validated here",
             "vdd_v": "stated default: 1.0 V",
             "static_power_w": "our estimate: ~1 W leakage share of one server core (not validated here)",
+            "active_power_w": "unknown for a virtual-machine guest core: no top-down energy for the host",
             **_ENERGY_SOURCES,
             "layer_overhead_s": "0 by default; measure_dispatch_overhead() gives the PyTorch eager value "
             "(a named calibration, used only in the check against PyTorch)",
