@@ -159,3 +159,31 @@ def test_hardware_aware_forward_equals_behavioral_fidelity(rng: np.random.Genera
     with torch.no_grad():
         y = aware(torch.as_tensor(x)).numpy() * spec.subarray.v_dd
     np.testing.assert_allclose(y, run_batch(net, x)[-1]["y"], atol=1e-6)  # both converge gains to 1e-6
+
+
+def test_loaded_neuron_newton_solve_satisfies_kcl(rng: np.random.Generator) -> None:
+    # hidden-layer lines driven by neurons with their nonlinear output I-V: the solved node
+    # voltages must satisfy KCL with the ngspice table current, and the layer's outputs follow
+    layers = random_layers(rng, [40, 20, 6], scale=0.4)
+    curve = default_neuron_curve()
+    net = compile_network(map_network(layers, rows=8, cols=8), curve, "circuit",
+                          x_op=rng.choice([-1.0, 1.0], (64, 40)))
+    x = rng.choice([-1.0, 1.0], (30, 40))
+    out = run_batch(net, x)
+    cl = net.layers[1]
+    assert cl.loaded is not None and cl.Y is not None and cl.A_drv is not None and cl.D is not None
+    n, v_dd = 20, 0.8
+    d = out[1]["d"]
+    g_bias = 1.0 / cl.r_source[n]
+    d_bias = (g_bias * v_dd - d @ cl.Y[n, :n]) / (g_bias + cl.Y[n, n])
+    d_full = np.hstack([d, d_bias[:, None]])
+    kcl = curve.output_current(out[0]["z"], d) - d_full @ cl.Y[:n].T  # A, zero at the solution
+    # within the table's z range (beyond it the solve holds the edge row: a saturated neuron)
+    # only the table's bilinear vs the solve's polynomial current differ, by ~1 uA
+    inside = np.abs(out[0]["z"]) <= 0.8
+    assert inside.mean() > 0.5
+    assert np.max(np.abs(kcl[inside])) < 2e-6
+    np.testing.assert_allclose(out[1]["z"], d_full @ cl.A_drv.T, atol=1e-5)
+    # the reported source voltages are the Thevenin equivalents: D maps them back to d
+    v_full = np.hstack([out[1]["v_in"], np.full((30, 1), v_dd)])
+    np.testing.assert_allclose(v_full @ cl.D.T, d_full, atol=1e-3)

@@ -52,12 +52,9 @@ class CompiledLayer:
     solved: list[SolvedSubarray]
     r_source: np.ndarray  # (fan_in + 1,) ohm, the bias driver last
     gain_shortfall: float = 0.0  # max |realised / trained scale - 1| over the neurons
-    # per-driver source voltage as a function of the previous neuron's z: (z grid, (n, grid))
-    source_table: tuple[np.ndarray, np.ndarray] | None = None
     A_drv: np.ndarray | None = None  # (fan_out, fan_in + 1) neuron inputs per driver-node voltage
     Y: np.ndarray | None = None  # summed input admittance of the layer's lines (S)
-    W_chord: np.ndarray | None = None  # (diag(G) + Y)^-1 of the nonlinear driver solve
-    g_chord: np.ndarray | None = None
+    loaded: LoadedSolver | None = None  # nonlinear solve of the loaded neuron outputs driving this layer
 
 
 @dataclass
@@ -191,9 +188,9 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
     operating-point inputs ``x_op`` (e.g. a few hundred training images) and a neuron curve
     that carries the ngspice output I-V table, each neuron is instead linearized where it
     actually works under its load: at its mean input z_k and mean output V_k over ``x_op``,
-    R_k = -dV/dI there and the source voltage becomes V_k + R_k I(z, V_k), a per-neuron
-    function of z (see :meth:`source_voltages`).  Two passes: open-circuit model, then
-    linearized at the operating point it gives.
+    R_k = -dV/dI there (the gains are derived for these resistances), and the batch then solves
+    the neurons' full nonlinear output I-V under the load (:func:`_solve_loaded_neurons`).
+    Two passes: open-circuit model, then linearized at the operating point it gives.
     """
     check_fidelity(fidelity)
     t0 = time.perf_counter()
@@ -220,7 +217,7 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
                 progress(lm.index)
         if wires and x_op is not None and neuron_r_out_ohm is None and curve.has_iv() and len(netmap.layers) > 1:
             _linearize_at_operating_point(net, np.asarray(x_op, dtype=float), r_layers, progress)
-            info["neuron_model"] = "linearized at the operating point of x_op"
+            info["neuron_model"] = "linearized at the operating point of x_op (gains), nonlinear I-V (solve)"
         elif wires:
             info["neuron_model"] = "open-circuit Thevenin at z = 0"
         info["gain_shortfall"] = [cl.gain_shortfall for cl in net.layers]
@@ -234,11 +231,12 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
 
 def _linearize_at_operating_point(net: CompiledNetwork, x_op: np.ndarray, r_layers: list[np.ndarray],
                                   progress: Any) -> None:
-    """Second pass of :func:`compile_network`: per-neuron sources at their operating point."""
+    """Second pass of :func:`compile_network`: per-neuron sources at their operating point,
+    then the nonlinear (Newton) solve of the loaded neurons, whose linear start is fitted to
+    its own converged solutions on ``x_op``."""
     netmap, curve = net.netmap, net.curve
     v_dd = netmap.spec.subarray.v_dd
     out = run_batch(net, x_op)
-    z_grid = np.asarray(curve.iv_z_v)
     for li in range(1, len(netmap.layers)):
         lm, cl = netmap.layers[li], net.layers[li]
         n_in = lm.layer.fan_in
@@ -246,33 +244,26 @@ def _linearize_at_operating_point(net: CompiledNetwork, x_op: np.ndarray, r_laye
         v_full = np.hstack([out[li]["v_in"], np.full((len(x_op), 1), v_dd)])
         d = v_full if cl.D is None else v_full @ cl.D.T
         r_new = r_layers[li].copy()
-        table = np.empty((n_in, z_grid.size))
         for k in range(n_in):
-            z_k, v_k = float(np.mean(z_prev[:, k])), float(np.mean(d[:, k]))
-            r_k, _ = curve.linearized_source(z_k, v_k)
-            r_new[k] = r_k
-            table[k] = v_k + r_k * curve.output_current(z_grid, v_k)
+            r_new[k], _ = curve.linearized_source(float(np.mean(z_prev[:, k])), float(np.mean(d[:, k])))
         net.layers[li] = compile_layer(lm, netmap, True, r_new, lm.layer.volts_per_unit_sum / v_dd)
-        net.layers[li].source_table = (z_grid, table)
+        net.layers[li].loaded = _loaded_solver(lm, net.layers[li], curve, v_dd)
         if progress:
             progress(f"{li} (at its loaded operating point)")
-
-
-def source_voltages(net: CompiledNetwork, layer: int, z_prev: np.ndarray) -> np.ndarray:
-    """Source voltages (V) of a layer's line drivers, from the previous layer's neuron inputs."""
-    if layer < len(net.layers):
-        tab = net.layers[layer].source_table
-        if tab is not None:
-            z_grid, table = tab
-            return np.column_stack([np.interp(z_prev[:, k], z_grid, table[k]) for k in range(table.shape[0])])
-    return net.curve(z_prev)
+    out = run_batch(net, x_op)
+    for li in range(1, len(netmap.layers)):
+        ls = net.layers[li].loaded
+        assert ls is not None
+        _fit_start(ls, netmap.layers[li], out[li - 1]["y"], out[li]["d"])
 
 
 def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Neuron inputs z and outputs y (V) of every layer for first-layer inputs x in {-1, +1}.
 
     ``y`` is each neuron's open-circuit output (what a high-impedance read-out of the last
-    layer sees); ``v_in`` the source voltages of the layer's line drivers.
+    layer sees); ``v_in`` the source voltages of the layer's line drivers (for loaded neuron
+    drivers, the Thevenin-equivalent ones: node voltage plus linearized resistance times the
+    solved output current, so ``D`` maps them to the solved node voltages ``d``, also returned).
     """
     x = np.asarray(x, dtype=float)
     first = net.netmap.layers[0].layer
@@ -284,102 +275,238 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
     out: list[dict[str, np.ndarray]] = []
     v_src = x * v_dd  # source voltages of the first layer's drivers
     for li, lm in enumerate(net.netmap.layers):
+        extra: dict[str, np.ndarray] = {}
         if net.fidelity == "ideal":
             z = lm.layer.volts_per_unit_sum * lm.layer.raw_sum(v_src / v_dd)
+        elif li > 0 and net.layers[li].loaded is not None:
+            ls = net.layers[li].loaded
+            assert ls is not None
+            z, d, v_src = _solve_loaded_neurons(ls, out[li - 1]["z"], out[li - 1]["y"])
+            extra["d"] = d
         else:
             cl = net.layers[li]
             z = v_src @ cl.T.T + cl.z0
-            if cl.source_table is not None and li > 0:
-                z = _solve_loaded_neurons(net, cl, out[li - 1]["z"], v_src)
         y = net.curve(z)
-        out.append({"z": z, "y": y, "v_in": v_src})
-        if li + 1 < len(net.netmap.layers):
-            v_src = source_voltages(net, li + 1, z) if net.fidelity == "circuit" else y
+        out.append({"z": z, "y": y, "v_in": v_src, **extra})
+        v_src = y
     return out
 
 
-NONLINEAR_ITERATIONS = 30
-NONLINEAR_TOLERANCE_V = 1e-5  # far below the neuron fit error (~5 mV) and the solver's 1 uV check
+NEWTON_MAX_ITERATIONS = 12
+NEWTON_JACOBIAN_STEPS = 2  # steps that refresh the Newton matrix; later ones reuse it
+NEWTON_TOLERANCE_V = 2e-5  # V, per image: largest Newton step on any line (~10 uV left at the next neurons)
+# images per chunk: the chunk's float32 work arrays stay in the L2 cache, and each block's product
+# (256 x 32 x 32 multiply-adds on 32-row subarrays) stays under the size at which OpenBLAS starts
+# threads, whose hand-offs cost more than the product when the other cores are busy
+NEWTON_CHUNK = 256
+GATHER_CHUNK = 32  # images per coefficient gather
+IV_POLY_DEGREE = 7  # max error 0.35 uA of ~1 mA over the table (degree 6: 0.65 uA moves z by ~1 mV)
+F32 = np.float32
 
 
-def _solve_loaded_neurons(net: CompiledNetwork, cl: CompiledLayer, z_prev: np.ndarray,
-                          v_src: np.ndarray) -> np.ndarray:
-    """Neuron inputs of a layer whose line drivers are the previous neurons, with their
-    nonlinear output I-V (ngspice table) instead of a linear source.
+@dataclass
+class LoadedSolver:
+    """What the Newton solve of a layer's loaded line drivers needs, precomputed at build time.
 
-    KCL at the driver nodes d: I(z_prev, d) = Y d (the bias driver stays linear).  Chord
-    iteration with a constant conductance G: d <- (G + Y)^-1 (I(z, d) + G d).  The error shrinks
-    by (G - g)/(G + Y) per step where g = -dI/dV >= 0 is the neuron's true output conductance,
-    so G = half the largest g in the table makes every step contract; one dense product per step.
-    The linearized solution is the starting point.  Returns z = A_drv d.
+    The bias line (a linear driver) is eliminated first (Schur complement): the neuron-driven
+    lines k = 0..n-1 obey ``I(z_k, d_k) + i_bias = Y_red d`` and the layer's neuron inputs are
+    ``z = A_red d + z_bias``.  ``Y_red`` is block diagonal, one block per horizontal partition
+    (lines of different partitions share no summing line).  Every block has one small
+    eigenvalue mu (the lines' common mode, held only by the amplifier inputs) and all others
+    close to one value y_hat (the differential modes, held by the synapses: every differential
+    pair puts g_L + g_H on its input line whatever its sign), so ``Y_red ~ y_hat I - kappa u v^T``
+    per block (u, v: right and left eigenvectors of mu, v.u = 1, kappa = y_hat - mu).  With the
+    neurons' own output conductances g the Newton matrix diag(g) + Y_red is then inverted per
+    image in closed form (Sherman-Morrison), in O(n) per image; the residual uses the exact
+    Y_red, so only the convergence rate depends on the approximation.
+
+    The unknowns are the scaled node voltages s = (d - v_centre) / v_half in [-1, 1] (the
+    variable of the current polynomial), so every matrix below is pre-scaled to take s.
     """
+
+    coef: np.ndarray  # (n_z - 1, 2 (deg + 1)) float32, A: polynomial in s per z interval, then its change per interval
+    z_first: float  # V, first z grid point
+    dz: float  # V, z grid step
+    v_centre: float  # V
+    v_half: float  # V
+    i_const: np.ndarray  # (n,) float32, A: bias driver's current minus Y_red v_centre
+    blocks: list[tuple[int, int]]  # line ranges of the horizontal partitions
+    y_t: list[np.ndarray]  # per block (size, size) float32, A: v_half Y_red^T of the block
+    a_t: np.ndarray  # (n, fan_out) float32, V: v_half A_red^T
+    z_const: np.ndarray  # (fan_out,) V
+    y_hat: np.ndarray  # (n,) float32, A: v_half y_hat of the line's block
+    kappa: np.ndarray  # (blocks,) float32, A: v_half kappa
+    u: np.ndarray  # (n, blocks) float32, block eigenvectors placed in their block's column
+    u_t: np.ndarray  # (blocks, n) float32
+    v: np.ndarray  # (n, blocks) float32
+    vu: np.ndarray  # (n, blocks) float32, v * u
+    r_line: np.ndarray  # (n,) ohm, the lines' linearized driver resistances (for v_in)
+    start: np.ndarray  # (n + 1, n) float32: s ~ [y_prev, 1] @ start (linear start)
+
+
+def _loaded_solver(lm: LayerMap, cl: CompiledLayer, curve: NeuronCurve, v_dd: float) -> LoadedSolver:
+    """Precompute the Newton solve of a compiled layer (see :class:`LoadedSolver`)."""
     assert cl.Y is not None and cl.A_drv is not None and cl.D is not None
-    v_dd = net.netmap.spec.subarray.v_dd
-    n = z_prev.shape[1]
-    if cl.W_chord is None:
-        # G = g_max/2 bounds |G - g| by G for every g in [0, g_max]: the fastest sure contraction
-        g = np.append(np.full(n, 0.5 * _max_output_conductance(net.curve)), 1.0 / cl.r_source[n])
-        cl.W_chord = np.linalg.inv(np.diag(g) + cl.Y)
-        cl.g_chord = g
-    g = np.asarray(cl.g_chord)
-    w_chord = cl.W_chord
-    v_full = np.hstack([v_src, np.full((len(v_src), 1), v_dd)])
-    d = v_full @ cl.D.T
-    rhs_bias = np.full((len(d), 1), v_dd * g[n])
-    current = _current_in_v(net.curve, z_prev)  # z is fixed during the iteration
-
-    def chord(dv: np.ndarray) -> np.ndarray:
-        return np.hstack([current(dv[:, :n]) + g[:n] * dv[:, :n], rhs_bias]) @ w_chord.T
-
-    # Anderson(1) acceleration per image: the slow direction is the lines' common mode, which a
-    # one-step secant on the chord map removes
-    f_old = d_old = None
-    for _ in range(NONLINEAR_ITERATIONS):
-        f = chord(d)
-        r = f - d
-        step = float(np.max(np.abs(r)))
-        if step < NONLINEAR_TOLERANCE_V:
-            d = f
-            break
-        if f_old is not None and d_old is not None:
-            dr = r - (f_old - d_old)
-            gamma = np.sum(r * dr, axis=1, keepdims=True) / np.maximum(np.sum(dr * dr, axis=1, keepdims=True), 1e-300)
-            d_next = f - gamma * (f - f_old)
-        else:
-            d_next = f
-        f_old, d_old = f, d
-        d = d_next
-    return d @ cl.A_drv.T
-
-
-IV_POLY_DEGREE = 7  # max error 0.5 uA of ~1 mA over the table: ~30 uV at the driver nodes
-
-
-def _current_in_v(curve: NeuronCurve, z: np.ndarray) -> Any:
-    """I(z, V) for fixed z as a fast function of V alone: at every z grid point the table's
-    current is fitted by a degree-7 polynomial in V, the coefficients are interpolated
-    linearly in z once, and each call is a Horner evaluation (no table look-ups)."""
+    n = lm.layer.fan_in
     zg, vg, table = curve._iv_arrays()
-    coef = np.polynomial.polynomial.polyfit(vg, table.T, IV_POLY_DEGREE)  # (deg+1, n_z)
-    fz = np.clip((z - zg[0]) / (zg[1] - zg[0]), 0, zg.size - 1)
-    iz = np.minimum(np.floor(fz).astype(int), zg.size - 2)
-    tz = fz - iz
-    c = [(1 - tz) * row[iz] + tz * row[iz + 1] for row in coef]
+    v_c, v_h = 0.5 * (vg[0] + vg[-1]), 0.5 * (vg[-1] - vg[0])
+    coef = np.polynomial.polynomial.polyfit((vg - v_c) / v_h, table.T, IV_POLY_DEGREE)  # (deg+1, n_z)
+    coef_tab = np.concatenate([coef[:, :-1], np.diff(coef, axis=1)]).T  # linear in z within an interval
+    g_bias = 1.0 / cl.r_source[n]
+    Y = cl.Y
+    den = g_bias + Y[n, n]
+    y_red = Y[:n, :n] - np.outer(Y[:n, n], Y[n, :n]) / den
+    a_red = cl.A_drv[:, :n] - np.outer(cl.A_drv[:, n], Y[n, :n]) / den
+    blocks = [t.input_idx for t in lm.tiles if t.v == 0]
+    if any(not np.array_equal(k, np.arange(k[0], k[-1] + 1)) for k in blocks):
+        raise ConfigError("the loaded-neuron solve needs each horizontal partition on consecutive lines")
+    u = np.zeros((n, len(blocks)))
+    v = np.zeros((n, len(blocks)))
+    y_hat = np.zeros(n)
+    kappa = np.zeros(len(blocks))
+    for b, k in enumerate(blocks):
+        yb = y_red[np.ix_(k, k)]
+        w, right = np.linalg.eig(yb)
+        i0 = int(np.argmin(w.real))
+        wl, left = np.linalg.eig(yb.T)
+        ub = right[:, i0].real
+        vb = left[:, int(np.argmin(wl.real))].real
+        u[k, b] = ub
+        v[k, b] = vb / (vb @ ub)
+        rest = np.delete(w.real, i0)
+        y_hat[k] = np.mean(rest) if rest.size else w[i0].real
+        kappa[b] = y_hat[k[0]] - w[i0].real
+    # start before any operating point is known: the linearized sources through D, from y
+    d_start = cl.D[:n, :].T.copy()  # (n + 1, n): [y, v_dd] @ D^T, restricted to the neuron lines
+    d_start[n] *= v_dd
+    d_start[n] -= v_c
+    return LoadedSolver(
+        coef=coef_tab.astype(F32), z_first=float(zg[0]), dz=float(zg[1] - zg[0]), v_centre=float(v_c),
+        v_half=float(v_h),
+        i_const=(-Y[:n, n] * g_bias * v_dd / den - v_c * y_red.sum(axis=1)).astype(F32),
+        blocks=[(int(k[0]), int(k[-1]) + 1) for k in blocks],
+        y_t=[(v_h * y_red[np.ix_(k, k)].T).astype(F32) for k in blocks], a_t=(v_h * a_red.T).astype(F32),
+        z_const=cl.A_drv[:, n] * g_bias * v_dd / den + v_c * a_red.sum(axis=1),
+        y_hat=(v_h * y_hat).astype(F32), kappa=(v_h * kappa).astype(F32), u=u.astype(F32),
+        u_t=u.T.astype(F32), v=v.astype(F32), vu=(u * v).astype(F32), r_line=cl.r_source[:n].astype(F32),
+        start=(d_start / v_h).astype(F32),
+    )
 
-    def current(v: np.ndarray) -> np.ndarray:
-        out = c[-1].copy()
-        for ck in reversed(c[:-1]):
-            out *= v
-            out += ck
-        return out
 
-    return current
+def _fit_start(ls: LoadedSolver, lm: LayerMap, y_prev: np.ndarray, d: np.ndarray) -> None:
+    """Least-squares linear start d ~ [y_prev, 1] @ M per horizontal partition (a line's node
+    voltage depends only on the neurons of its own partition), from solved training images."""
+    n = lm.layer.fan_in
+    start = np.zeros((n + 1, n))
+    feats = np.hstack([y_prev, np.ones((len(y_prev), 1))])
+    s = (d - ls.v_centre) / ls.v_half
+    for k in (t.input_idx for t in lm.tiles if t.v == 0):
+        cols = np.append(k, n)
+        m, *_ = np.linalg.lstsq(feats[:, cols], s[:, k], rcond=None)
+        start[np.ix_(cols, k)] = m
+    ls.start = start.astype(F32)
 
 
-def _max_output_conductance(curve: NeuronCurve) -> float:
-    """Largest -dI/dV of the neuron's output over its I-V table, S."""
-    _, vg, table = curve._iv_arrays()
-    return float(np.max(-np.diff(table, axis=1) / np.diff(vg)[None, :]))
+def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neuron inputs z of a layer whose line drivers are the previous neurons with their
+    nonlinear output I-V (ngspice table), by Newton's method (see :class:`LoadedSolver`).
+
+    I(z, V) at fixed z is a degree-7 polynomial in V whose coefficients are interpolated
+    linearly in z (set up once per image and line); each Newton step evaluates it and its
+    derivative by Horner's rule, forms the exact KCL residual, and solves the approximate
+    Newton system in closed form.  Start: a linear map of the open-circuit outputs ``y_prev``.
+    Images leave the iteration once their largest step is below ``NEWTON_TOLERANCE_V``.
+    Works in float32 (relative precision 6e-8, far below the uV tolerance) on chunks of
+    images that stay in the cache.  Returns z (batch, fan_out), the driver-node voltages d
+    (batch, n) and the Thevenin-equivalent source voltages d + r I (batch, n), all in V.
+    """
+    b, n = z_prev.shape
+    s = y_prev.astype(F32) @ ls.start[:n]
+    s += ls.start[n]
+    i_line = np.empty((b, n), F32)
+    for i in range(0, b, NEWTON_CHUNK):
+        sl = slice(i, i + NEWTON_CHUNK)
+        i_line[sl] = _newton(ls, _current_coefficients(ls, z_prev[sl]), s[sl])
+    z = s @ ls.a_t
+    d = s.astype(float)
+    d *= ls.v_half
+    d += ls.v_centre
+    return z + ls.z_const, d, d + ls.r_line * i_line
+
+
+def _current_coefficients(ls: LoadedSolver, z: np.ndarray) -> list[np.ndarray]:
+    """Per image and line, the coefficients (A) of I(z, V) + i_const as a polynomial in s."""
+    m, n = z.shape
+    deg1 = ls.coef.shape[1] // 2
+    fz = ((z - ls.z_first) / ls.dz).astype(F32)
+    np.clip(fz, 0.0, ls.coef.shape[0] - 1e-3, out=fz)
+    iz = fz.astype(np.intp)
+    fz -= iz
+    c = np.empty((2 * deg1, m, n), F32)
+    for j in range(0, m, GATHER_CHUNK):  # small gathers, then a cache-resident transpose
+        c[:, j : j + GATHER_CHUNK] = np.take(ls.coef, iz[j : j + GATHER_CHUNK], axis=0).transpose(2, 0, 1)
+    c[deg1:] *= fz
+    c[:deg1] += c[deg1:]
+    c[0] += ls.i_const
+    return list(c[:deg1])
+
+
+def _newton(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray) -> np.ndarray:
+    """Newton iterations on one chunk, in place on s (float32); converged images drop out.
+    The Newton matrix is refreshed on the first ``NEWTON_JACOBIAN_STEPS`` steps and then kept
+    (the later steps are tiny).  Returns the neurons' output currents (A) at the last evaluation."""
+    i_line = np.empty_like(s)
+    rows: np.ndarray | None = None  # the images still iterating (None: all of them)
+    ss = s
+    tol = NEWTON_TOLERANCE_V / ls.v_half
+    jac: tuple[np.ndarray, np.ndarray] | None = None
+    for its in range(1, NEWTON_MAX_ITERATIONS + 1):
+        step, cur, jac = _newton_step(ls, c, ss, jac if its > NEWTON_JACOBIAN_STEPS else None)
+        if rows is None:
+            i_line[:] = cur
+        else:
+            s[rows] = ss
+            i_line[rows] = cur
+        left = step >= tol
+        if not left.any():
+            break
+        if its >= 2 and not left.all():  # the first two steps move every image a lot
+            keep = np.flatnonzero(left)
+            rows = keep if rows is None else rows[keep]
+            ss, c, jac = ss[keep], [ck[keep] for ck in c], (jac[0][keep], jac[1][keep])
+    return i_line - ls.i_const
+
+
+def _newton_step(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray, jac: tuple[np.ndarray, np.ndarray] | None
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One Newton step in place on s.  Returns each image's largest |step| (in units of
+    v_half), the polynomial's value (A) and the Newton matrix's per-image factors."""
+    cur = c[-1].copy()
+    slope = c[-1].copy() if jac is None else None
+    for ck in reversed(c[1:-1]):
+        cur *= s
+        cur += ck
+        if slope is not None:
+            slope *= s
+            slope += cur
+    cur *= s
+    cur += c[0]
+    r = cur.copy()  # KCL residual (A); Y_red is block diagonal: one small product per block
+    for (a, b), y_t in zip(ls.blocks, ls.y_t, strict=True):
+        r[:, a:b] -= s[:, a:b] @ y_t
+    if slope is None:
+        assert jac is not None
+        dinv, shrink = jac
+    else:
+        # diagonal: the neuron's output conductance -dI/ds >= 0 plus the block's y_hat
+        np.minimum(slope, 0.0, out=slope)
+        dinv = np.reciprocal(np.subtract(ls.y_hat, slope, out=slope), out=slope)
+        shrink = ls.kappa / (1.0 - ls.kappa * (dinv @ ls.vu))
+    r *= dinv
+    r += ((shrink * (r @ ls.v)) @ ls.u_t) * dinv  # Sherman-Morrison: the blocks' common modes
+    s += r
+    return np.max(np.abs(r), axis=1), cur, (dinv, shrink)
 
 
 def predict(net: CompiledNetwork, x: np.ndarray) -> np.ndarray:
