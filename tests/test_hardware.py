@@ -187,3 +187,39 @@ def test_loaded_neuron_newton_solve_satisfies_kcl(rng: np.random.Generator) -> N
     # the reported source voltages are the Thevenin equivalents: D maps them back to d
     v_full = np.hstack([out[1]["v_in"], np.full((30, 1), v_dd)])
     np.testing.assert_allclose(v_full @ cl.D.T, d_full, atol=1e-3)
+
+
+def test_circuit_in_the_loop_finetune_runs_on_the_circuit(rng: np.random.Generator) -> None:
+    from imac.hardware.aware import finetune_circuit_in_loop
+    from imac.nn.layers import ImacMLP
+
+    torch.manual_seed(0)
+    head = ImacMLP([24, 10, 4])
+
+    class Model:  # the two things the fine-tune needs from a model
+        def __init__(self) -> None:
+            self.head = head
+
+        def logits(self, y: torch.Tensor) -> torch.Tensor:
+            return -10.0 * y
+
+    def layers() -> list[BinaryLayer]:
+        return [BinaryLayer(w.numpy().astype(float), b.numpy().astype(float), i["volts_per_unit_sum"])
+                for (w, b), i in zip(head.export_binary(), head.layer_info(), strict=True)]
+
+    x = rng.choice([-1.0, 1.0], (200, 24))
+    labels = rng.integers(0, 4, 200)
+    compiles = []
+
+    def build():  # type: ignore[no-untyped-def]
+        net = compile_network(map_network(layers(), rows=8, cols=4), default_neuron_curve(), "circuit",
+                              x_op=x[:32])
+        compiles.append(net)
+        return lambda xb: [o["z"] for o in run_batch(net, xb)]
+
+    w0 = [lin.binary_weight().clone() for lin in head.linears]
+    hist = finetune_circuit_in_loop(Model(), x, labels, ImacSpec(), 8, build, epochs=2, lr=0.05,
+                                    batch_size=50, recompile_every=3, progress=False)
+    assert len(hist) == 2 and all(np.isfinite(h["loss"]) for h in hist)
+    assert len(compiles) == 3  # steps 0, 3 and 6 of 8
+    assert any(not torch.equal(a, lin.binary_weight()) for a, lin in zip(w0, head.linears, strict=True))

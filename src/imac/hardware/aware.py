@@ -21,6 +21,8 @@ variation-free devices (checked in the tests).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -167,7 +169,85 @@ def finetune_hardware_aware(
             head.clip_()
             tot_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        history.append({"epoch": ep + 1, "loss": tot_loss / len(x), "train_acc": correct / len(x)})
+    head.eval()
+    return history
+
+
+def finetune_circuit_in_loop(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    spec: ImacSpec,
+    rows: int | None,
+    build_circuit: Callable[[], Callable[[np.ndarray], list[np.ndarray]]],
+    epochs: int = 1,
+    lr: float = 2e-4,
+    batch_size: int = 128,
+    recompile_every: int = 100,
+    seed: int = 1,
+    progress: bool = True,
+    threads: int = 1,
+) -> list[dict[str, float]]:
+    """Fine-tune the binary head through the compiled ``circuit`` fidelity (in place).
+
+    The behavioural forward (:class:`AwareHead`) misses the wires and the loaded neuron outputs.
+    Here each layer's neuron input is ``z = aware_l(h) + (z_circuit - aware_old_l(h_circuit))``:
+    the compiled circuit's residual over the behavioural model, both for the weights the circuit
+    was compiled with, added to the behavioural forward of the current weights (whose gradient
+    is used).  At a compile the forward equals the circuit exactly; between compiles a flipped
+    weight still acts through ``aware_l``.  ``build_circuit()`` compiles the circuit for the
+    head's current binary weights and returns a function from first-layer inputs to the
+    circuit's per-layer z (V); it is rerun every ``recompile_every`` steps.
+    """
+    from tqdm import tqdm
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = model.head
+    aware = AwareHead(head, spec, rows)
+    params = [p for lin in head.linears for p in lin.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    x = torch.as_tensor(x_train, dtype=torch.float32)
+    y = torch.as_tensor(y_train, dtype=torch.long)
+    history = []
+    step = 0
+    circuit: Callable[[np.ndarray], list[np.ndarray]] | None = None
+    frozen: AwareHead | None = None
+    for ep in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        tot_loss, correct = 0.0, 0
+        bar = tqdm(range(0, len(x), batch_size), desc=f"circuit-in-the-loop epoch {ep + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        for i in bar:
+            if circuit is None or frozen is None or step % recompile_every == 0:
+                head.eval()
+                circuit = build_circuit()
+                frozen = AwareHead(copy.deepcopy(head), spec, rows)
+            head.train()
+            idx = perm[i : i + batch_size]
+            xb = x[idx]
+            z_circ = [torch.as_tensor(z, dtype=torch.float32) for z in circuit(xb.double().numpy())]
+            h = xb
+            with torch.no_grad():  # the circuit's residual over the behavioural model, per layer
+                resid, hc = [], xb
+                for layer, neuron, zc in zip(frozen.layers, frozen.head.neurons, z_circ, strict=True):
+                    resid.append(zc - layer(hc))
+                    hc = neuron.curve.torch_forward(zc) / neuron.curve.v_dd
+            for layer, neuron, r in zip(aware.layers, head.neurons, resid, strict=True):
+                h = neuron.curve.torch_forward(layer(h) + r) / neuron.curve.v_dd
+            logits = model.logits(h)
+            loss = nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            head.clip_()
+            step += 1
+            tot_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         history.append({"epoch": ep + 1, "loss": tot_loss / len(x), "train_acc": correct / len(x)})
     head.eval()
     return history

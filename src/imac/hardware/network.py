@@ -109,33 +109,55 @@ class Evaluation:
 
 
 def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint: str | Path | None = None,
-              limit: int | None = None, seed: int = 0, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Named calibration step: hardware-aware fine-tuning of the binary head (see
-    :mod:`imac.hardware.aware`) for ``rows``-row subarrays; writes a new checkpoint beside the
-    original (``<name>.imac-<topology>-<rows>.pt``) and returns its path and metrics."""
-    from imac.hardware.aware import finetune_hardware_aware
+              limit: int | None = None, seed: int = 0, out: Path | None = None,
+              circuit_epochs: int = 1) -> tuple[Path, dict[str, Any]]:
+    """Named calibration step for ``rows``-row subarrays, on TRAINING images only, in two stages:
+    (1) hardware-aware fine-tuning of the binary head through the behavioural circuit model
+    (``epochs``, see :mod:`imac.hardware.aware`); (2) ``circuit_epochs`` of circuit-in-the-loop
+    fine-tuning (:func:`~imac.hardware.aware.finetune_circuit_in_loop`): forward values from the
+    compiled ``circuit`` fidelity (wires, loaded neuron outputs), recompiled every 100 steps,
+    gradients through the behavioural model.  Writes a new checkpoint beside the original
+    (``calibrated/<name>.imac-<topology>-<rows>.pt``) and returns its path and metrics."""
+    from imac.hardware.aware import finetune_circuit_in_loop, finetune_hardware_aware
     from imac.nn.checkpoint import save_checkpoint
     from imac.nn.data import load_dataset
 
     model, path, payload = load_model(name, checkpoint)
     train = load_dataset(model.dataset, "train").subset(limit)
     x = imac_inputs(model, train.images)
+    x_op = x[:OPERATING_POINT_IMAGES]  # = operating_point_inputs(model): the trunk is not tuned
     t0 = time.perf_counter()
     history = finetune_hardware_aware(model, x, train.labels, spec, rows, epochs=epochs, seed=seed)
+    t1 = time.perf_counter()
+    curve = hardware_curve(spec)
+
+    def build_circuit() -> Any:
+        netmap = map_network(binary_layers(model), spec, rows, spec.subarray.cols)
+        net = compile_network(netmap, curve, "circuit", x_op=x_op)
+        return lambda xb: [o["z"] for o in run_batch(net, xb)]
+
+    history_circuit = (finetune_circuit_in_loop(model, x, train.labels, spec, rows, build_circuit,
+                                                epochs=circuit_epochs, seed=seed + 1)
+                       if circuit_epochs > 0 else [])
     new = copy.copy(payload)
-    new["state_dict"] = model.state_dict()
+    # the int8 trunk attached by load_model is rebuilt from the checkpoint on load: not saved
+    new["state_dict"] = {k: v for k, v in model.state_dict().items() if not k.startswith("_calibrated_int8.")}
     new["calibration"] = {
-        "kind": "hardware-aware fine-tuning of the binary FC weights through the behavioural "
-                "circuit model (imac.hardware.aware)",
+        "kind": "hardware-aware fine-tuning of the binary FC weights on training images: through the "
+                "behavioural circuit model, then circuit-in-the-loop (compiled circuit fidelity forward, "
+                "behavioural gradient; imac.hardware.aware)",
         "base_checkpoint": path.name,
         "base_sha256": file_sha256(path),
         "subarray_rows": rows,
         "amplifier_topology": spec.amplifier.topology,
         "epochs": epochs,
+        "circuit_epochs": circuit_epochs,
         "train_images": len(train),
         "seed": seed,
         "seconds": time.perf_counter() - t0,
+        "seconds_circuit": time.perf_counter() - t1,
         "history": history,
+        "history_circuit": history_circuit,
     }
     dest = out or calibrated_path(path, rows, spec.amplifier.topology)
     save_checkpoint(dest, new)
