@@ -269,19 +269,11 @@ def test_choose_lowest_energy_within_budget() -> None:
         ci.choose(CANDIDATES, 0.99, 1.5, "latency")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "choose() tests 100 * (acc_cpu_only - acc) <= budget in floating point: 100 * (1.0 - 0.985) = "
-    "1.5000000000000013 > 1.5, so a placement exactly 1.5 points below CPU-only (197/200 vs 200/200 "
-    "images) is rejected by the default 1.5-point budget"))
 def test_choose_accepts_a_placement_exactly_at_the_budget() -> None:
     cands = [_cand("cpu-only", 1.0, 10.0, 1.0), _cand("imac", 197 / 200, 5.0, 1.0)]
     assert ci.choose(cands, 1.0, 1.5, "energy")["chosen"] == "imac"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "choose()/evaluate()/system_result() do not validate accuracy_budget_points: a negative budget "
-    "makes even CPU-only infeasible and min() of an empty list raises a bare ValueError (after the "
-    "whole simulation, for evaluate()); the CLI guards it with min=0, the library does not"))
 def test_choose_rejects_a_negative_budget_with_a_config_error() -> None:
     with pytest.raises(ConfigError):
         ci.choose(CANDIDATES, 0.99, -1.0, "energy")
@@ -469,10 +461,6 @@ def test_sampled_tiles_scale_powers_per_neuron(sampled_256: tuple[Any, Any]) -> 
     assert sum(few.layer_latency_s) == pytest.approx(few.latency_s, rel=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sampled_head_cost scales every row's count by b / b', including the drivers, whose count is the "
-    "layer's input lines (fan_in + 1), not its neurons: 64 -> 256 sampled on 2 of 8 tile columns "
-    "reports 260 layer0 drivers instead of 65"))
 def test_sampled_tiles_keep_the_driver_count(sampled_256: tuple[Any, Any]) -> None:
     few, _ = sampled_256
     drivers = next(r for r in few.table() if r["component"] == "layer0.drivers")
@@ -560,11 +548,6 @@ def test_circuit_fidelity_mlp() -> None:
     assert 0.5 <= res["accuracy_cpu_imac"] <= 1 and res["accuracy_drop_points"] <= 25
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "at fidelity 'ideal' simulate_placements prices IMAC with imac_cost(ideal_net, outs), which "
-    "recompiles at behavioral fidelity and *drops the outputs* (inputs priced at the V_DD/2 mid-scale "
-    "stand-in, not the +-V_DD sign-driven features): LeNet's IMAC energy is ~0.97 nJ at 'ideal' vs "
-    "~11.3 nJ at 'behavioral' for the same mapping, so `--fidelity ideal` under-reports it ~12x"))
 def test_ideal_fidelity_prices_imac_like_behavioral(ideal: dict[str, Any], behavioral: dict[str, Any]) -> None:
     assert ideal["imac_energy_j"] == pytest.approx(behavioral["imac_energy_j"], rel=0.5)
 
@@ -592,10 +575,6 @@ def test_no_binary_fc_layers_is_a_config_error(a76: Any) -> None:
         ci.cpu_imac_cost(model, a76, "fp32", None, 1, 1)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "cpu_only_cost on a network with no FC layers falls back to fc='binary' and model_workload calls "
-    "model.fc_layer_sizes(): AttributeError instead of the clear ConfigError the other entry points "
-    "give (issue 5: 'a network with no FC layers: clear errors')"))
 def test_cpu_only_cost_without_fc_layers_is_a_config_error(a76: Any) -> None:
     with pytest.raises(ConfigError):
         ci.cpu_only_cost(TrunkOnly(), a76, "fp32")

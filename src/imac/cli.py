@@ -120,6 +120,22 @@ def demo(
     _say(f"results in {out}/ ({summary['subarray']['speedup_vs_ngspice']:.0f}x faster than ngspice)")
 
 
+@app.command("reproduce")
+def reproduce(
+    out: Annotated[Path, typer.Option(help="Run directory (must not exist).")] = Path("runs/reproduce"),
+    config: ConfigOpt = "paper",
+    quick: Annotated[bool, typer.Option(help="Small subsets and sweeps (CI, < 3 min).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """The main job: every published result the project can compute, as a run directory with
+    report.md (published | ours), results.json, CSV tables and plots."""
+    from imac.experiments.reproduce import run_reproduce, summary_line
+
+    res = run_reproduce(out, _load(config), quick=quick, overwrite=overwrite, progress=_say)
+    typer.echo(summary_line(res))
+    typer.echo(f"report: {out}/report.md")
+
+
 def _register_commands() -> None:
     # typer needs the commands at start-up; their heavy imports (torch) stay inside them
     from imac.hardware.commands import register as register_hardware

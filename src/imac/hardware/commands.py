@@ -153,30 +153,10 @@ def register_compare(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """Latency, power, energy per inference and accuracy: IMAC, mixed-signal, CPU, GPU."""
-        import numpy as np
+        from imac.config import load_spec
+        from imac.system.baselines import compare_model
 
-        from imac.errors import ConfigError
-        from imac.hardware.mapping import map_network
-        from imac.hardware.network import binary_layers, hardware_curve, imac_inputs
-        from imac.hardware.simulate import compile_network, run_batch
-        from imac.nn.data import load_dataset
-        from imac.system.baselines import compare
-
-        if fidelity not in ("behavioral", "circuit"):
-            raise ConfigError(f"compare runs IMAC at behavioral or circuit fidelity, not {fidelity!r}")
-        net, model, base = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
-        spec = net.netmap.spec
-        if fidelity == "behavioral":
-            net = compile_network(net.netmap, hardware_curve(spec), "behavioral")
-        test = load_dataset(model.dataset, "test").subset(limit)
-        say("computing the CPU features")
-        x = imac_inputs(model, test.images)
-        x_base = x if base is model else imac_inputs(base, test.images)
-        ideal = compile_network(map_network(binary_layers(base), spec, net.netmap.rows, net.netmap.cols),
-                                base.head.neurons[0].curve, "ideal")
-        acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
-        res = compare(net, x, test.labels, acc_sw) | {"model": name, "n_images": len(test),
-                                                       "accuracy_software": acc_sw}
+        res = compare_model(name, load_spec(config), fidelity, subarray, checkpoint, calibrated, limit, say)
         if as_json:
             typer.echo(json.dumps(res, indent=1, default=float))
             return

@@ -132,3 +132,32 @@ def compare(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray, acc_softwar
         "note": "IMAC is static: its energy is its power over the whole inference; the mixed-signal "
                 "arrays are powered only during their own layer.",
     }
+
+
+def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int | None = None,
+                  checkpoint: Any = None, calibrated: bool | None = None, limit: int | None = None,
+                  progress: Any = None) -> dict[str, Any]:
+    """:func:`compare` for a trained model's head on its test set (the first ``limit`` images):
+    IMAC at ``fidelity`` (behavioral or circuit), the software binary-head accuracy beside it."""
+    from imac.errors import ConfigError
+    from imac.hardware.mapping import map_network
+    from imac.hardware.network import binary_layers, hardware_curve, imac_inputs, operating_point_inputs, select_head
+    from imac.nn.data import load_dataset
+
+    if fidelity not in ("behavioral", "circuit"):
+        raise ConfigError(f"compare runs IMAC at behavioral or circuit fidelity, not {fidelity!r}")
+    say = progress or (lambda msg: None)
+    rows = subarray or spec.subarray.rows
+    cols = subarray or spec.subarray.cols
+    model, _, base = select_head(name, spec, rows, checkpoint, calibrated, say)
+    netmap = map_network(binary_layers(model), spec, rows, cols)
+    say(f"compiling {name}'s head ({fidelity})")
+    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
+    net = compile_network(netmap, hardware_curve(spec), fidelity, x_op=x_op)
+    test = load_dataset(model.dataset, "test").subset(limit)
+    say("computing the CPU features")
+    x = imac_inputs(model, test.images)
+    x_base = x if base is model else imac_inputs(base, test.images)
+    ideal = compile_network(map_network(binary_layers(base), spec, rows, cols), base.head.neurons[0].curve, "ideal")
+    acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
+    return compare(net, x, test.labels, acc_sw) | {"model": name, "n_images": len(test), "accuracy_software": acc_sw}
