@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	imac demo --out $(RUN_DIR)
+	imac reproduce --out $(RUN_DIR)
 
 test: setup
 	$(PY) -m pytest -q
