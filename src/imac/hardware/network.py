@@ -66,7 +66,8 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[Any, Pa
     if cal is not None:  # the int8 trunk as trained (its activation scales are in the checkpoint)
         from imac.nn.train import calibrated_int8_trunk
 
-        model._calibrated_int8 = calibrated_int8_trunk(model, None, cal)
+        # a plain attribute, not a registered submodule: it must stay out of the state_dict
+        object.__setattr__(model, "_calibrated_int8", calibrated_int8_trunk(model, None, cal))
     return model, path, payload
 
 

@@ -39,7 +39,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -107,7 +107,8 @@ def _cpu_rows(cost: Any, core: CpuCoreSpec, energy_model: str) -> list[dict[str,
     rows = []
     for r in cost.rows:
         if energy_model == "top-down":
-            energy = core.active_power_w * r["latency_s"]  # type: ignore[operator]
+            assert core.active_power_w is not None  # checked by _check_energy_model
+            energy = core.active_power_w * r["latency_s"]
         else:
             energy = r["energy_j"]
         group = "cpu fc" if r["layer"].startswith(("float_head", "head", "cpu_head")) else "cpu conv trunk"
@@ -128,7 +129,7 @@ def cpu_only_cost(model: Any, core: CpuCoreSpec, precision: str, energy_model: s
     check_precision(precision)
     _check_energy_model(core, energy_model)
     _fc_sizes(model)  # a clear error for a network without binary FC layers
-    fc = "float" if getattr(model, "float_head", None) is not None else "binary"
+    fc: Literal["float", "binary"] = "float" if getattr(model, "float_head", None) is not None else "binary"
     cost = estimate(core, model_workload(model, 1, fc=fc, name=_name(model)), precision)
     return SystemCost(f"CPU-only {core.name} {precision}", _cpu_rows(cost, core, energy_model))
 
