@@ -135,7 +135,8 @@ def _mlp(r: dict[str, Any]) -> list[str]:
              _pct(d["accuracy"])] for d in m["designs"]]
     ratios = [[k, f"{v['imac_speedup']:,.1f}x", f"{v['imac_energy_advantage']:,.1f}x"] for k, v in m["imac_vs"].items()]
     a = m["analog_vs_mixed"]
-    return ["## IMAC MLP (mlp-mnist 784-16-10) vs mixed-signal and digital", "",
+    head = "calibrated" if m.get("calibration") else "software-trained"
+    return [f"## IMAC MLP (mlp-mnist 784-16-10, {head} head) vs mixed-signal and digital", "",
             *_table(["design", "latency s", "power W", "energy J", "accuracy"], rows), "",
             *_table(["IMAC vs", "faster", "less energy"], ratios), "",
             f"Published: >= 100x faster than mixed-signal and >= 10,000x faster than a GPU (predecessor paper); "
@@ -177,13 +178,14 @@ def _cpu_check(r: dict[str, Any]) -> list[str]:
 
 def _calibrations(r: dict[str, Any]) -> list[str]:
     used = sorted({s[MAIN_PRECISION][MAIN_CORE][MAIN_ENERGY]["checkpoint"] for s in r["systems"].values()
-                   if s[MAIN_PRECISION][MAIN_CORE][MAIN_ENERGY]["calibration"]})
+                   if s[MAIN_PRECISION][MAIN_CORE][MAIN_ENERGY]["calibration"]}
+                  | ({r["mlp_comparison"]["checkpoint"]} if r["mlp_comparison"].get("calibration") else set()))
     out = ["## Named calibrations", ""]
     if not used:
         return [*out, "None: every result comes from the software-trained checkpoints."]
     return out + [f"- `{u}`: the hardware-aware calibration of the binary FC head on training images "
-                  "(`imac calibrate`, docs/hardware.md), a named calibration step; the software-trained head's "
-                  "circuit accuracy is in the subarray sweep." for u in used] + [
+                  "(`imac calibrate`, docs/hardware.md), a named calibration step (the software-trained "
+                  "head: `imac simulate NAME --no-calibrated`; LeNet's is in the subarray sweep)." for u in used] + [
         "- No CPU, interface or IMAC cost parameter was calibrated to the published savings."]
 
 

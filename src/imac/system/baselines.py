@@ -149,7 +149,7 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     say = progress or (lambda msg: None)
     rows = subarray or spec.subarray.rows
     cols = subarray or spec.subarray.cols
-    model, _, base = select_head(name, spec, rows, checkpoint, calibrated, say)
+    model, used, base = select_head(name, spec, rows, checkpoint, calibrated, say)
     netmap = map_network(binary_layers(model), spec, rows, cols)
     say(f"compiling {name}'s head ({fidelity})")
     x_op = operating_point_inputs(model) if fidelity == "circuit" else None
@@ -160,4 +160,6 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     x_base = x if base is model else imac_inputs(base, test.images)
     ideal = compile_network(map_network(binary_layers(base), spec, rows, cols), base.head.neurons[0].curve, "ideal")
     acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
-    return compare(net, x, test.labels, acc_sw) | {"model": name, "n_images": len(test), "accuracy_software": acc_sw}
+    return compare(net, x, test.labels, acc_sw) | {
+        "model": name, "n_images": len(test), "accuracy_software": acc_sw, "checkpoint": used.name,
+        "calibration": "hardware-aware fine-tuning" if model is not base else None}
