@@ -120,6 +120,20 @@ class AwareHead(nn.Module):
         return x
 
 
+def _training_setup(model: Any, spec: ImacSpec, rows: int, x_train: np.ndarray, y_train: np.ndarray, lr: float,
+                    seed: int, threads: int) -> tuple[Any, AwareHead, Any, torch.Tensor, torch.Tensor, Any]:
+    """(head, its hardware-aware wrapper, Adam on the head's weights, x, y, shuffling generator)."""
+    # the head's products are small: one thread is fastest, and it leaves the other core free
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = model.head
+    aware = AwareHead(head, spec, rows)
+    opt = torch.optim.Adam([p for lin in head.linears for p in lin.parameters()], lr=lr)
+    return (head, aware, opt, torch.as_tensor(x_train, dtype=torch.float32),
+            torch.as_tensor(y_train, dtype=torch.long), gen)
+
+
 def finetune_hardware_aware(
     model: Any,
     x_train: np.ndarray,
@@ -141,16 +155,7 @@ def finetune_hardware_aware(
     """
     from tqdm import tqdm
 
-    # the head's products are small: one thread is fastest, and it leaves the other core free
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    head = model.head
-    aware = AwareHead(head, spec, rows)
-    params = [p for lin in head.linears for p in lin.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
-    x = torch.as_tensor(x_train, dtype=torch.float32)
-    y = torch.as_tensor(y_train, dtype=torch.long)
+    head, aware, opt, x, y, gen = _training_setup(model, spec, rows, x_train, y_train, lr, seed, threads)
     history = []
     head.train()
     for ep in range(epochs):
@@ -203,15 +208,7 @@ def finetune_circuit_in_loop(
     """
     from tqdm import tqdm
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    head = model.head
-    aware = AwareHead(head, spec, rows)
-    params = [p for lin in head.linears for p in lin.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
-    x = torch.as_tensor(x_train, dtype=torch.float32)
-    y = torch.as_tensor(y_train, dtype=torch.long)
+    head, aware, opt, x, y, gen = _training_setup(model, spec, rows, x_train, y_train, lr, seed, threads)
     history = []
     step = 0
     circuit: Callable[[np.ndarray], list[np.ndarray]] | None = None
