@@ -120,7 +120,7 @@ class AwareHead(nn.Module):
         return x
 
 
-def _training_setup(model: Any, spec: ImacSpec, rows: int, x_train: np.ndarray, y_train: np.ndarray, lr: float,
+def _training_setup(model: Any, spec: ImacSpec, rows: int | None, x_train: np.ndarray, y_train: np.ndarray, lr: float,
                     seed: int, threads: int) -> tuple[Any, AwareHead, Any, torch.Tensor, torch.Tensor, Any]:
     """(head, its hardware-aware wrapper, Adam on the head's weights, x, y, shuffling generator)."""
     # the head's products are small: one thread is fastest, and it leaves the other core free

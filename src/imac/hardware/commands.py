@@ -79,16 +79,12 @@ def _compiled_circuit(name: str, config: str, subarray: int | None, checkpoint: 
                       calibrated: bool | None, say: object) -> tuple[Any, Any, Any]:
     """(compiled circuit-fidelity network, deployed model, software-trained base model)."""
     from imac.config import load_spec
-    from imac.hardware.mapping import map_network
-    from imac.hardware.network import binary_layers, hardware_curve, operating_point_inputs, select_head
-    from imac.hardware.simulate import compile_network
+    from imac.hardware.network import compile_head, select_head
 
     spec = load_spec(config)
     rows = subarray or spec.subarray.rows
     model, _, base = select_head(name, spec, rows, checkpoint, calibrated, say)
-    netmap = map_network(binary_layers(model), spec, rows, subarray or spec.subarray.cols)
-    x_op = operating_point_inputs(model)
-    return compile_network(netmap, hardware_curve(spec), "circuit", x_op=x_op), model, base
+    return compile_head(model, spec, rows, subarray or spec.subarray.cols), model, base
 
 
 def register_spice(app: typer.Typer) -> None:

@@ -252,6 +252,14 @@ def simulate_model(
 OPERATING_POINT_IMAGES = 256
 
 
+def compile_head(model: Any, spec: ImacSpec, rows: int, cols: int, fidelity: str = "circuit") -> Any:
+    """The model's binary head mapped onto ``rows`` x ``cols`` subarrays and compiled with the
+    hardware's neuron (the circuit fidelity linearized at the training-image operating point)."""
+    netmap = map_network(binary_layers(model), spec, rows, cols)
+    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
+    return compile_network(netmap, hardware_curve(spec), fidelity, x_op=x_op)
+
+
 def operating_point_inputs(model: Any, n: int = OPERATING_POINT_IMAGES) -> np.ndarray:
     """First-layer inputs of the first ``n`` TRAINING images: where the circuit fidelity
     linearizes each neuron under its load (never the test images it is scored on)."""

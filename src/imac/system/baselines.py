@@ -141,7 +141,7 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     IMAC at ``fidelity`` (behavioral or circuit), the software binary-head accuracy beside it."""
     from imac.errors import ConfigError
     from imac.hardware.mapping import map_network
-    from imac.hardware.network import binary_layers, hardware_curve, imac_inputs, operating_point_inputs, select_head
+    from imac.hardware.network import binary_layers, compile_head, imac_inputs, select_head
     from imac.nn.data import load_dataset
 
     if fidelity not in ("behavioral", "circuit"):
@@ -150,10 +150,8 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     rows = subarray or spec.subarray.rows
     cols = subarray or spec.subarray.cols
     model, used, base = select_head(name, spec, rows, checkpoint, calibrated, say)
-    netmap = map_network(binary_layers(model), spec, rows, cols)
     say(f"compiling {name}'s head ({fidelity})")
-    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
-    net = compile_network(netmap, hardware_curve(spec), fidelity, x_op=x_op)
+    net = compile_head(model, spec, rows, cols, fidelity)
     test = load_dataset(model.dataset, "test").subset(limit)
     say("computing the CPU features")
     x = imac_inputs(model, test.images)

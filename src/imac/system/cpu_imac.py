@@ -162,22 +162,19 @@ def cpu_imac_cost(model: Any, core: CpuCoreSpec, precision: str, imac: Any, k: i
     _check_energy_model(core, energy_model)
     sizes = _fc_sizes(model)
     n_layers = len(sizes) - 1
-    cpu = estimate(core, cpu_part_workload(model, k), precision)
-    rows = _cpu_rows(cpu, core, energy_model)
+    cpu = _cpu_rows(estimate(core, cpu_part_workload(model, k), precision), core, energy_model)
     iface = interface_cost(sizes[0], sizes[k], driver, readout if k == n_layers else "adc",  # type: ignore[arg-type]
                            interface, line_segments=line_segments)
-    rows += [{"part": "interface", "component": r["component"], "action": r["action"], "group": "interface",
-              "energy_j": r["energy_j"], "latency_s": r["latency_s"]} for r in iface.rows]
-    for r in imac.table():
-        if r["component"] == "routing":
-            continue  # area only
-        rows.append({"part": "imac", "component": r["component"], "action": r["action"],
-                     "group": "imac " + r["component"].split(".")[-1], "energy_j": r["energy_j"],
-                     "latency_s": r["latency_s"]})
-    # CPU layers after IMAC run after it; the rows' order is the schedule
-    if k < n_layers:
-        cpu_after = [r for r in rows if r["part"] == "cpu" and r["component"].startswith("cpu_head")]
-        rows = [r for r in rows if r not in cpu_after] + cpu_after
+    iface_rows = [{"part": "interface", "component": r["component"], "action": r["action"], "group": "interface",
+                   "energy_j": r["energy_j"], "latency_s": r["latency_s"]} for r in iface.rows]
+    imac_rows = [{"part": "imac", "component": r["component"], "action": r["action"],
+                  "group": "imac " + r["component"].split(".")[-1], "energy_j": r["energy_j"],
+                  "latency_s": r["latency_s"]}
+                 for r in imac.table() if r["component"] != "routing"]  # routing is area only
+    # the rows' order is the schedule: the binary layers left on the CPU run after IMAC
+    before = [r for r in cpu if not r["component"].startswith("cpu_head")]
+    after = [r for r in cpu if r["component"].startswith("cpu_head")]
+    rows = before + iface_rows + imac_rows + after
     return SystemCost(f"CPU-IMAC {core.name} {precision} (IMAC: FC 1-{k})", rows)
 
 
@@ -389,7 +386,8 @@ def system_result(run: SystemRun, core: str | CpuCoreSpec = "cortex-a76", driver
     _check_choice(objective, accuracy_budget_points)
     iface = load_interface(interface)
     model = run.model
-    n_layers = len(_fc_sizes(model)) - 1
+    sizes = _fc_sizes(model)
+    n_layers = len(sizes) - 1
     cpu_only = cpu_only_cost(model, core_spec, run.precision, energy_model)
     cpu_only.accuracy = run.accuracy_cpu_only
     systems: dict[int, SystemCost] = {}
@@ -416,7 +414,7 @@ def system_result(run: SystemRun, core: str | CpuCoreSpec = "cortex-a76", driver
         "readout": readout,
         "cpu_energy_model": energy_model,
         "n_images": run.n_images,
-        "fc_layer_sizes": _fc_sizes(model),
+        "fc_layer_sizes": sizes,
         "n_subarrays": full_sim.n_subarrays,
         "energy_cpu_only_j": cpu_only.energy_j,
         "energy_cpu_imac_j": full.energy_j,
