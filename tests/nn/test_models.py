@@ -129,3 +129,33 @@ def test_vgg_channels_last_same_numbers() -> None:
     m = VGG(arch="vgg11", width=0.125, fc_hidden=[16]).eval()
     x = m.prepare(np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     torch.testing.assert_close(m.features(x), m.trunk(x.contiguous()), atol=1e-5, rtol=1e-5)
+
+
+def test_vgg_cutout_square() -> None:
+    """Cutout zeroes one square of at most cutout x cutout pixels (all channels) per image,
+    exactly that square when it lies inside, and nothing else changes."""
+    m = build_model("vgg11-cifar10", width=0.125, fc_hidden=[16, 16])
+    x = torch.randn(300, 3, 32, 32).abs() + 0.1  # no zeros of its own
+    torch.manual_seed(3)
+    plain = m.augment(x)
+    torch.manual_seed(3)
+    cut = m.augment(x, cutout=8)
+    removed = (plain != 0) & (cut == 0)
+    per_image = removed.all(1).sum((1, 2))
+    assert (removed.any(1) == removed.all(1)).all()  # every channel of a pixel, or none
+    assert int(per_image.max()) == 64 and float(per_image.float().mean()) > 40
+    assert torch.equal(cut[~removed], plain[~removed])
+    # the removed pixels of each image form one axis-aligned rectangle
+    for img in removed.all(1)[:50]:
+        ys, xs = torch.nonzero(img, as_tuple=True)
+        if len(ys):
+            h = int(ys.max() - ys.min() + 1)
+            w = int(xs.max() - xs.min() + 1)
+            assert h <= 8 and w <= 8
+            # pixels of the rectangle that were already zero (crop padding) are not counted
+            assert len(ys) <= h * w
+
+
+def test_vgg_registry_trains_with_cutout() -> None:
+    spec = get_spec("vgg11-cifar10")
+    assert spec.augment and spec.cutout > 0

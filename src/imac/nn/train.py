@@ -196,7 +196,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
             "optimizer_settings": {"name": "AdamW", "weight_decay": spec.weight_decay,
                                    "label_smoothing": spec.label_smoothing,
                                    "schedule": spec.schedule, "warmup": spec.warmup,
-                                   "augment": spec.augment},
+                                   "augment": spec.augment, "cutout": spec.cutout},
             "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}}
     labels = torch.as_tensor(train_set.labels)
     n = len(train_set)
@@ -217,7 +217,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
                 idx = order[i:i + batch_size]
                 x = model.prepare(train_set.images[idx.numpy()])
                 if spec.augment:
-                    x = model.augment(x)
+                    x = model.augment(x, cutout=spec.cutout)
                 y = labels[idx]
                 loss, scores = model.loss(x, y, label_smoothing=spec.label_smoothing)
                 opt.zero_grad(set_to_none=True)
