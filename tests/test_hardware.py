@@ -189,6 +189,29 @@ def test_loaded_neuron_newton_solve_satisfies_kcl(rng: np.random.Generator) -> N
     np.testing.assert_allclose(v_full @ cl.D.T, d_full, atol=1e-3)
 
 
+
+def test_loaded_neuron_newton_survives_a_bad_start(rng: np.random.Generator) -> None:
+    # a start far outside the rails (where the I-V polynomial explodes) once overflowed to NaN
+    # on a VGG head with high gains; the iterates are now held near the fitted range and reach
+    # the same solution as the fitted start
+    from imac.hardware import simulate as sim
+
+    layers = random_layers(rng, [40, 20, 6], scale=0.4)
+    net = compile_network(map_network(layers, rows=8, cols=8), default_neuron_curve(), "circuit",
+                          x_op=rng.choice([-1.0, 1.0], (64, 40)))
+    x = rng.choice([-1.0, 1.0], (30, 40))
+    good = run_batch(net, x)
+    ls = net.layers[1].loaded
+    assert ls is not None
+    ls.start = np.zeros_like(ls.start)
+    ls.start[-1] = np.where(np.arange(ls.start.shape[1]) % 2, 40.0, -40.0)  # s = +-40: 20 V_DD out
+    with np.errstate(all="raise"):
+        bad = run_batch(net, x)
+    assert np.isfinite(bad[-1]["y"]).all()
+    assert sim.NEWTON_S_LIMIT >= 1.0
+    np.testing.assert_allclose(bad[1]["z"], good[1]["z"], atol=1e-4)
+    np.testing.assert_allclose(bad[-1]["y"], good[-1]["y"], atol=1e-4)
+
 def test_circuit_in_the_loop_finetune_runs_on_the_circuit(rng: np.random.Generator) -> None:
     from imac.hardware.aware import finetune_circuit_in_loop
     from imac.nn.layers import ImacMLP

@@ -299,6 +299,8 @@ NEWTON_TOLERANCE_V = 2e-5  # V, per image: largest Newton step on any line (~10 
 # (256 x 32 x 32 multiply-adds on 32-row subarrays) stays under the size at which OpenBLAS starts
 # threads, whose hand-offs cost more than the product when the other cores are busy
 NEWTON_CHUNK = 256
+NEWTON_REFRESH_STEP = 0.01  # largest step (units of v_half) after which the Newton matrix is refreshed
+NEWTON_S_LIMIT = 1.05  # iterates are kept within 5 % beyond the fitted range of the I-V table
 GATHER_CHUNK = 32  # images per coefficient gather
 IV_POLY_DEGREE = 7  # max error 0.35 uA of ~1 mA over the table (degree 6: 0.65 uA moves z by ~1 mV)
 F32 = np.float32
@@ -461,8 +463,13 @@ def _newton(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray) -> np.ndarray:
     ss = s
     tol = NEWTON_TOLERANCE_V / ls.v_half
     jac: tuple[np.ndarray, np.ndarray] | None = None
+    last = np.inf
     for its in range(1, NEWTON_MAX_ITERATIONS + 1):
-        step, cur, jac = _newton_step(ls, c, ss, jac if its > NEWTON_JACOBIAN_STEPS else None)
+        # a fresh Newton matrix on the first steps and whenever a step was still large (a poor
+        # start, or a clipped overshoot); the reused one only for the small final steps
+        fresh = its <= NEWTON_JACOBIAN_STEPS or last > NEWTON_REFRESH_STEP
+        step, cur, jac = _newton_step(ls, c, ss, None if fresh else jac)
+        last = float(step.max())
         if rows is None:
             i_line[:] = cur
         else:
@@ -506,6 +513,9 @@ def _newton_step(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray, jac: tupl
     r *= dinv
     r += ((shrink * (r @ ls.v)) @ ls.u_t) * dinv  # Sherman-Morrison: the blocks' common modes
     s += r
+    # the driver nodes lie between the rails (|s| <= 1, where the I-V polynomial was fitted);
+    # an overshooting step would put an iterate where the degree-7 polynomial explodes
+    np.clip(s, -NEWTON_S_LIMIT, NEWTON_S_LIMIT, out=s)
     return np.max(np.abs(r), axis=1), cur, (dinv, shrink)
 
 
