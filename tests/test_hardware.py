@@ -211,6 +211,12 @@ def test_loaded_neuron_newton_survives_a_bad_start(rng: np.random.Generator) -> 
     assert sim.NEWTON_S_LIMIT >= 1.0
     np.testing.assert_allclose(bad[1]["z"], good[1]["z"], atol=1e-4)
     np.testing.assert_allclose(bad[-1]["y"], good[-1]["y"], atol=1e-4)
+    # a solve that still ends non-finite is an error naming the layer, never NaN results
+    from imac.errors import SolverError
+
+    ls.start[-1] = np.nan
+    with pytest.raises(SolverError, match="layer 1 diverged on 30 of 30 images"):
+        run_batch(net, x)
 
 def test_circuit_in_the_loop_finetune_runs_on_the_circuit(rng: np.random.Generator) -> None:
     from imac.hardware.aware import finetune_circuit_in_loop

@@ -26,7 +26,7 @@ from imac.circuit.netlist import Subarray
 from imac.circuit.solve import SolvedSubarray, solve_subarray
 from imac.circuit.wires import cell_parasitics
 from imac.devices.neuron_curve import NeuronCurve
-from imac.errors import ConfigError, ShapeError
+from imac.errors import ConfigError, ShapeError, SolverError
 from imac.hardware.mapping import LayerMap, NetworkMap, Tile
 
 Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
@@ -283,6 +283,10 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
             assert ls is not None
             z, d, v_src = _solve_loaded_neurons(ls, out[li - 1]["z"], out[li - 1]["y"])
             extra["d"] = d
+            bad = ~np.isfinite(z).all(axis=1)
+            if bad.any():  # never let a diverged solve reach accuracies or energies as NaN
+                raise SolverError(f"the loaded-neuron solve of layer {li} diverged on {int(bad.sum())} of "
+                                  f"{len(z)} images (first: image {int(np.argmax(bad))})")
         else:
             cl = net.layers[li]
             z = v_src @ cl.T.T + cl.z0
