@@ -113,3 +113,21 @@ def test_calibration_is_named_tied_to_its_base_and_used(mnist_available: bool, t
     base.write_bytes(base.read_bytes() + b"\0")
     with pytest.raises(DataError, match="another version"):
         simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=True, limit=50)
+
+
+def test_calibrate_cli_behavioural_only(mnist_available: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from imac.cli import app
+    from imac.nn.checkpoint import committed_checkpoint_path
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["calibrate", "mlp-mnist", "--circuit-epochs", "-1"])
+    assert bad.exit_code != 0 and "circuit-epochs" in bad.output
+    base = tmp_path / "mlp-mnist.pt"
+    shutil.copy(committed_checkpoint_path("mlp-mnist"), base)
+    res = runner.invoke(app, ["calibrate", "mlp-mnist", "--checkpoint", str(base), "--epochs", "1",
+                              "--circuit-epochs", "0", "--limit", "256"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout[res.stdout.index("{"):])
+    assert info["circuit_epochs"] == 0 and info["history_circuit"] == [] and info["train_images"] == 256

@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Registered model name.")],
         subarray: Annotated[int, typer.Option(help="Subarray rows the head is calibrated for.")] = 32,
         epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 3,
+        circuit_epochs: Annotated[int, typer.Option(
+            min=0, help="Circuit-in-the-loop epochs after the behavioural ones (0: none).")] = 1,
         config: Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")] = "paper",
         checkpoint: Annotated[Path | None, typer.Option(help="Base checkpoint file.")] = None,
         limit: Annotated[int | None, typer.Option(help="First N training images only.")] = None,
@@ -70,7 +72,8 @@ def register(app: typer.Typer) -> None:
         from imac.config import load_spec
         from imac.hardware.network import calibrate
 
-        dest, info = calibrate(name, load_spec(config), subarray, epochs, checkpoint, limit, seed, out)
+        dest, info = calibrate(name, load_spec(config), subarray, epochs, checkpoint, limit, seed, out,
+                               circuit_epochs=circuit_epochs)
         say(f"calibrated head written to {dest}")
         typer.echo(json.dumps({"checkpoint": str(dest), **info}, indent=1, default=float))
 
