@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,5 @@ def test_calibrate_cli_behavioural_only(mnist_available: bool, tmp_path) -> None
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout[res.stdout.index("{"):])
     assert info["circuit_epochs"] == 0 and info["history_circuit"] == [] and info["train_images"] == 256
+    sidecar = json.loads(Path(info["checkpoint"]).with_suffix(".json").read_text())
+    assert sidecar["calibration"]["train_images"] == 256  # readable without torch

@@ -79,10 +79,18 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
+    write_summary(path, payload)
+
+
+def write_summary(path: Path, payload: dict[str, Any]) -> None:
+    """``<path>.json``: the checkpoint's metrics and provenance (and, for a hardware-aware
+    calibration, its ``calibration`` record), readable without torch."""
     summary = {k: payload.get(k) for k in ("model", "config", "epoch", "epochs", "seed",
                                            "metrics", "data_sha256", "git_revision",
                                            "torch_version", "imac_version", "created")}
-    summary["checkpoint"] = path.name
+    if payload.get("calibration") is not None:
+        summary["calibration"] = payload["calibration"]
+    summary["checkpoint"] = Path(path).name
     atomic_write_text(metrics_path(path), json.dumps(summary, indent=1, default=str) + "\n")
 
 
