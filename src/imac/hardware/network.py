@@ -71,6 +71,10 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[Any, Pa
     return model, path, payload
 
 
+# how results name a head that went through `imac calibrate` (None for the software-trained one)
+CALIBRATION_LABEL = "hardware-aware fine-tuning"
+
+
 def calibrated_path(path: Path, rows: int, topology: str) -> Path:
     """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept: a
     ``calibrated/`` folder beside it, so it is never mistaken for a trained checkpoint."""
@@ -226,7 +230,7 @@ def simulate_model(
         "model": name,
         "fidelity": fidelity,
         "checkpoint": used.name,
-        "calibration": "hardware-aware fine-tuning" if model is not base else None,
+        "calibration": CALIBRATION_LABEL if model is not base else None,
         "n_images": len(test),
         "cpu_trunk": "int8" if int8 else "fp32",
         "accuracy": acc,

@@ -141,7 +141,7 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     IMAC at ``fidelity`` (behavioral or circuit), the software binary-head accuracy beside it."""
     from imac.errors import ConfigError
     from imac.hardware.mapping import map_network
-    from imac.hardware.network import binary_layers, compile_head, imac_inputs, select_head
+    from imac.hardware.network import CALIBRATION_LABEL, binary_layers, compile_head, imac_inputs, select_head
     from imac.nn.data import load_dataset
 
     if fidelity not in ("behavioral", "circuit"):
@@ -160,4 +160,4 @@ def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int
     acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
     return compare(net, x, test.labels, acc_sw) | {
         "model": name, "n_images": len(test), "accuracy_software": acc_sw, "checkpoint": used.name,
-        "calibration": "hardware-aware fine-tuning" if model is not base else None}
+        "calibration": CALIBRATION_LABEL if model is not base else None}

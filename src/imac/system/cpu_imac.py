@@ -46,6 +46,7 @@ import numpy as np
 from imac.config import ImacSpec
 from imac.errors import ConfigError
 from imac.hardware.mapping import partition_counts
+from imac.hardware.network import CALIBRATION_LABEL
 from imac.system.cpu import (
     CpuCoreSpec,
     LayerWork,
@@ -405,7 +406,7 @@ def system_result(run: SystemRun, core: str | CpuCoreSpec = "cortex-a76", driver
     return {
         "model": run.name,
         "checkpoint": run.checkpoint,
-        "calibration": "hardware-aware fine-tuning" if run.calibrated else None,
+        "calibration": CALIBRATION_LABEL if run.calibrated else None,
         "core": core_spec.name,
         "precision": run.precision,
         "fidelity": run.fidelity,
