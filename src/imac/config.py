@@ -12,17 +12,40 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from imac.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
+# Bounds that later stages rely on, checked here so that a refusal names the dotted field path.
+V_DD_MIN_V, V_DD_MAX_V = 0.05, 5.0  # any CMOS supply people study; the solvers assume a few volts at most
+MAX_ARRAY_SIDE = 4096  # largest subarray side the mapping and solvers accept
+MIN_RESISTANCE_OHM = 1e-6  # below this a resistor is numerically a short: use 0 (ideal) where allowed
+MAX_CONFIG_BYTES = 1 << 20  # a spec file is a few KB; anything larger is not a config
+# what a SPICE model name may look like: it is written into netlists, so nothing else passes
+SPICE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+
 
 class Spec(BaseModel):
-    """Base of all specs: frozen, unknown keys forbidden, NaN and infinity refused."""
+    """Base of all specs: frozen, unknown keys forbidden, NaN and infinity refused, and no
+    boolean where a number is expected (pydantic would read ``rows: true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            if cls.model_fields[info.field_name].annotation is not bool:
+                raise ValueError(f"expected a number, got the boolean {value}")
+        return value
+
+
+def _resistance_or_zero(value: float | None, what: str) -> float | None:
+    if value is not None and 0 < value < MIN_RESISTANCE_OHM:
+        raise ValueError(f"{what} below {MIN_RESISTANCE_OHM:g} ohm is a short; use 0 for an ideal one")
+    return value
 
 
 class MTJSpec(Spec):
@@ -58,8 +81,8 @@ class MTJSpec(Spec):
 class SynapseSpec(Spec):
     """Differential-pair synapse levels. None means: take R_P / R_AP from the MTJ spec."""
 
-    r_low_ohm: float | None = Field(None, gt=0, description="Low-resistance (P) state, ohm.")
-    r_high_ohm: float | None = Field(None, gt=0, description="High-resistance (AP) state, ohm.")
+    r_low_ohm: float | None = Field(None, ge=MIN_RESISTANCE_OHM, description="Low-resistance (P) state, ohm.")
+    r_high_ohm: float | None = Field(None, ge=MIN_RESISTANCE_OHM, description="High-resistance (AP) state, ohm.")
 
     @model_validator(mode="after")
     def _ordered(self) -> SynapseSpec:
@@ -121,6 +144,11 @@ class WireSpec(Spec):
         None, ge=0, description="Override: summing-line resistance per cell, ohm."
     )
 
+    @field_validator("r_vertical_ohm", "r_horizontal_ohm")
+    @classmethod
+    def _not_a_short(cls, value: float | None) -> float | None:
+        return _resistance_or_zero(value, "a wire segment")
+
 
 class AmplifierSpec(Spec):
     """Per-output amplifier reading the I+ and I- summing lines.
@@ -149,14 +177,16 @@ class NeuronSpec(Spec):
 
     r_in_ohm: float = Field(8488.0, gt=0, description="Input MTJ in the parallel state, ohm.")
     r_feedback_ohm: float = Field(25465.0, gt=0, description="Feedback MTJ, antiparallel, ohm.")
-    v_dd: float = Field(0.8, gt=0, description="Supply voltage, V.")
+    v_dd: float = Field(0.8, ge=V_DD_MIN_V, le=V_DD_MAX_V, description="Supply voltage, V.")
     v_shift: float | None = Field(None, description="Input level shift, V; None = V_DD/2.")
     nmos_w_m: float = Field(440e-9, gt=0, description="NMOS width, m.")
     nmos_l_m: float = Field(22e-9, gt=0, description="NMOS length, m.")
     pmos_w_m: float = Field(440e-9, gt=0, description="PMOS width, m.")
     pmos_l_m: float = Field(22e-9, gt=0, description="PMOS length, m.")
-    nmos_model: str = Field("nmos_HP", min_length=1, description="Model name in the card.")
-    pmos_model: str = Field("pmos_HP", min_length=1, description="Model name in the card.")
+    nmos_model: str = Field("nmos_HP", max_length=64, pattern=SPICE_NAME_PATTERN,
+                            description="Model name in the card (a SPICE identifier).")
+    pmos_model: str = Field("pmos_HP", max_length=64, pattern=SPICE_NAME_PATTERN,
+                            description="Model name in the card (a SPICE identifier).")
     model_card: Path | None = Field(
         None, description="SPICE model card; None = IMAC_DATA_DIR/spice/ptm22hp.pm or ../shared/data."
     )
@@ -166,6 +196,13 @@ class NeuronSpec(Spec):
     load_capacitance_f: float = Field(
         1e-15, ge=0, description="Capacitive load for the step-response delay, F."
     )
+
+    @field_validator("model_card")
+    @classmethod
+    def _card_path_is_plain(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_netlist_path(str(value))
+        return value
 
     @model_validator(mode="after")
     def _sweep(self) -> NeuronSpec:
@@ -181,12 +218,18 @@ class NeuronSpec(Spec):
 class SubarraySpec(Spec):
     """An n x m synapse subarray and its drivers."""
 
-    rows: int = Field(32, gt=0, description="Input lines per subarray (the bias line included).")
-    cols: int = Field(32, gt=0, description="Output neurons per subarray.")
-    v_dd: float = Field(0.8, gt=0, description="Input scale and bias-line voltage, V.")
+    rows: int = Field(32, ge=2, le=MAX_ARRAY_SIDE,
+                      description="Input lines per subarray (the bias line included).")
+    cols: int = Field(32, ge=1, le=MAX_ARRAY_SIDE, description="Output neurons per subarray.")
+    v_dd: float = Field(0.8, ge=V_DD_MIN_V, le=V_DD_MAX_V, description="Input scale and bias-line voltage, V.")
     driver_resistance_ohm: float = Field(
         0.0, ge=0, description="Output resistance of each input-line driver, ohm."
     )
+
+    @field_validator("driver_resistance_ohm")
+    @classmethod
+    def _not_a_short(cls, value: float) -> float:
+        return _resistance_or_zero(value, "a driver resistance") or 0.0
 
 
 class CostSpec(Spec):
@@ -254,16 +297,114 @@ class ImacSpec(Spec):
     cost: CostSpec = CostSpec()
     baselines: BaselineSpec = BaselineSpec()
 
+    @model_validator(mode="after")
+    def _derived_levels(self) -> ImacSpec:
+        if self.synapse.r_low_ohm is None and self.mtj.r_p_ohm < MIN_RESISTANCE_OHM:
+            raise ValueError(f"the MTJ's R_P = RA/area = {self.mtj.r_p_ohm:g} ohm is below "
+                             f"{MIN_RESISTANCE_OHM:g} ohm: check mtj.ra_ohm_m2, mtj.length_m and mtj.width_m")
+        return self
+
+
+def check_netlist_path(text: str) -> str:
+    """``text`` if it can be written between double quotes on a netlist line, else ConfigError.
+
+    A path reaches ngspice as ``.include "PATH"``: a quote, a newline or another control
+    character would let a config file add netlist lines (and a ``.control`` block runs shell
+    commands), so those are refused rather than escaped.
+    """
+    bad = sorted({c for c in text if c == '"' or ord(c) < 32 or ord(c) == 127})
+    if bad or not text:
+        shown = ", ".join(repr(c) for c in bad) or "an empty path"
+        raise ConfigError(f"path {text[:80]!r} cannot go into a SPICE netlist (contains {shown})")
+    return text
+
+
+def check_spice_name(text: str) -> str:
+    """``text`` if it is a plain SPICE identifier (``SPICE_NAME_PATTERN``), else ConfigError."""
+    import re
+
+    if not isinstance(text, str) or not re.fullmatch(SPICE_NAME_PATTERN, text) or len(text) > 64:
+        raise ConfigError(f"{str(text)[:80]!r} is not a SPICE model name (letters, digits, '_' and '.', "
+                          "starting with a letter or '_')")
+    return text
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for e in err.errors():
+    """One line: every bad field by its dotted path, what is wrong, and what was given."""
+    parts = []
+    errors = err.errors()
+    for e in errors[:10]:
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {path}: {msg} (got {e.get('input')!r})")
-    return "\n".join(lines)
+        parts.append(f"{path}: {msg} (got {_short_repr(e.get('input'))})")
+    if len(errors) > 10:
+        parts.append(f"... and {len(errors) - 10} more")
+    return f"invalid configuration in {source}: " + "; ".join(parts)
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would let the later one silently win) and
+    aliases (``*name``: they allow a kilobyte file to expand into gigabytes, and a spec never
+    needs them)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in an imac config", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: SafeLoader itself refuses it below
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_short_repr(key)} (first given on line {first + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The data of a YAML spec file, or ConfigError naming the file and what is wrong with it:
+    not a regular file, too large, not UTF-8 text, malformed, duplicate keys or aliases."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path}")
+    try:
+        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror or err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}): not a YAML configuration") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} contains NUL bytes: not a YAML configuration")
+    try:
+        return yaml.load(text, Loader=_StrictYamlLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        where = f" line {err.problem_mark.line + 1}, column {err.problem_mark.column + 1}" if err.problem_mark else ""
+        what = " ".join(str(err.problem or err.context or "unreadable").split())
+        raise ConfigError(f"malformed YAML in {path}{where}: {what[:300]}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())[:300]}") from None
+    except RecursionError:
+        raise ConfigError(f"malformed YAML in {path}: nested too deeply") from None
 
 
 def parse_spec(data: Any, cls: type[Spec] = ImacSpec, source: str = "<dict>") -> Any:
@@ -280,19 +421,18 @@ def parse_spec(data: Any, cls: type[Spec] = ImacSpec, source: str = "<dict>") ->
 
 def load_spec(path_or_preset: str | Path = "paper", cls: type[Spec] = ImacSpec) -> Any:
     """Load a spec from a YAML file or a preset name (``paper``) in the package's configs."""
-    path = Path(path_or_preset)
-    if not path.suffix and not path.exists():
-        path = PRESET_DIR / f"{path_or_preset}.yaml"
+    import re
+
+    text = str(path_or_preset)
+    if not text or "\x00" in text:
+        raise ConfigError(f"invalid configuration name {_short_repr(text)}")
+    path = Path(text)
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        path = PRESET_DIR / f"{text}.yaml"
         if not path.exists():
             known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ConfigError(f"unknown preset {path_or_preset!r}; known presets: {', '.join(known)}")
-    if not path.is_file():
-        raise ConfigError(f"configuration file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"malformed YAML in {path}: {err}") from None
-    return parse_spec(data, cls, source=str(path))
+            raise ConfigError(f"unknown preset {text!r}; known presets: {', '.join(known)}")
+    return parse_spec(read_yaml(path), cls, source=str(path))
 
 
 def dump_spec(spec: Spec) -> str:

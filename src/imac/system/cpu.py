@@ -37,10 +37,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from imac.config import Spec, parse_spec
+from imac.config import Spec, parse_spec, read_yaml
 from imac.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported lazily inside the functions that need it
@@ -425,11 +424,7 @@ def load_core(name_or_path: str | Path | CpuCoreSpec = "cortex-a76", **overrides
         if path.suffix not in (".yaml", ".yml") or not path.is_file():
             raise ConfigError(f"unknown CPU preset {str(name_or_path)!r}; known presets: {', '.join(list_presets())}"
                               " (or give a YAML file)")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"malformed YAML in {path}: {err}") from None
-        spec = parse_spec(data, CpuCoreSpec, source=str(path))
+        spec = parse_spec(read_yaml(path), CpuCoreSpec, source=str(path))
     if overrides:
         spec = parse_spec({**spec.model_dump(), **overrides}, CpuCoreSpec, source=f"{spec.name} + overrides")
     return spec
