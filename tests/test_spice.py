@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import tempfile
 import textwrap
 from pathlib import Path
@@ -18,7 +20,7 @@ from imac.circuit.spice import (
     parse_ascii_raw,
     run_ngspice,
 )
-from imac.errors import ImacError, ModelCardNotFoundError, SpiceError, SpiceNotFoundError
+from imac.errors import ConfigError, ImacError, ModelCardNotFoundError, SpiceError, SpiceNotFoundError
 
 # -- rawfile parser (hand-written files in ngspice's ASCII layout) -------------------------
 
@@ -167,7 +169,7 @@ BROKEN = {
 
 @pytest.mark.spice
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_broken_netlist_raises_with_log_path(
+def test_broken_netlist_raises_and_leaves_no_temp_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -175,16 +177,24 @@ def test_broken_netlist_raises_with_log_path(
     with pytest.raises(SpiceError) as exc:
         run_ngspice(netlist, timeout_s=60)
     err = exc.value
-    assert err.log_path is not None
-    assert err.log_path in str(err)
-    log = Path(err.log_path)
-    assert log.is_file()
-    assert log.stat().st_size > 0
-    assert tmp_path in log.parents  # the failed run's directory is kept for inspection
-    assert (log.parent / "circuit.cir").read_text() == netlist
+    assert err.log_path is None  # the log went with the temp folder: no path to a missing file
+    assert "ngspice.log" not in str(err)
+    assert len(str(err).split(":", 1)[1].strip()) > 5  # the log's own words are quoted instead
+    assert list(tmp_path.iterdir()) == []  # nothing left in the temp dir
     if case == "floating-node":
         # ngspice exits 0 and writes a rawfile here; only the log scan catches the failure
         assert "singular matrix" in str(err).lower()
+
+
+@pytest.mark.spice
+@pytest.mark.parametrize("case", ["bad-value", "floating-node"])
+def test_broken_netlist_in_a_given_workdir_names_its_log(tmp_path: Path, case: str) -> None:
+    netlist = BROKEN[case] + ".control\nset filetype=ascii\nop\nwrite out.raw v(a)\nquit\n.endc\n.end\n"
+    with pytest.raises(SpiceError) as exc:
+        run_ngspice(netlist, timeout_s=60, workdir=tmp_path / "run")
+    log = Path(str(exc.value.log_path))
+    assert str(log) in str(exc.value) and log.is_file() and log.stat().st_size > 0
+    assert (log.parent / "circuit.cir").read_text() == netlist
 
 
 @pytest.mark.spice
@@ -266,7 +276,71 @@ def test_fake_ngspice_that_fails_gives_spice_error(
     monkeypatch.setenv("IMAC_NGSPICE", str(fake))
     with pytest.raises(SpiceError, match="status 3") as exc:
         run_ngspice(DIVIDER, workdir=tmp_path / "run")
-    assert str(tmp_path / "run" / "ngspice.log") in str(exc.value)
+    # the fake wrote no log: the message quotes what it said instead of naming a missing file
+    assert "ngspice.log" not in str(exc.value) and exc.value.log_path is None
+    assert "out of luck" in str(exc.value)
+
+
+def test_bin_false_and_a_directory_as_ngspice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMAC_NGSPICE", "/bin/false")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(SpiceError, match="status 1") as exc:
+        run_ngspice(DIVIDER)
+    assert exc.value.log_path is None and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("IMAC_NGSPICE", str(tmp_path))
+    with pytest.raises(SpiceNotFoundError, match="not an executable file"):
+        run_ngspice(DIVIDER)
+
+
+def test_spice_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imac.circuit.spice import spice_timeout_s
+
+    assert spice_timeout_s(300.0) == 300.0
+    monkeypatch.setenv("IMAC_SPICE_TIMEOUT", "12.5")
+    assert spice_timeout_s(300.0) == 12.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("IMAC_SPICE_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="IMAC_SPICE_TIMEOUT"):
+            spice_timeout_s(300.0)
+
+
+@pytest.mark.spice
+def test_interrupt_kills_ngspice_and_removes_its_temp_folder(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) while ngspice runs: the
+    process group is killed and the temp folder removed."""
+    import signal
+    import threading
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    endless = ("* endless\nV1 a 0 SIN(0 1 1e9)\nR1 a b 1k\nC1 b 0 1p\n.control\nset filetype=ascii\n"
+               "tran 1e-15 1e-3 0 1e-15\nwrite out.raw v(b)\nquit\n.endc\n.end\n")
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_ngspice(endless, timeout_s=60)
+    finally:
+        timer.cancel()
+    assert list(tmp_path.iterdir()) == []
+    out = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert out.stdout.strip() == "", "ngspice outlived the interrupt"
+
+
+def test_stale_temp_folders_of_dead_processes_are_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from imac.circuit.spice import remove_stale_temp_dirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"imac-spice-{dead.pid}-abc").mkdir()
+    (tmp_path / f"imac-net-{dead.pid}-abc").mkdir()
+    live = tmp_path / f"imac-spice-{os.getpid()}-xyz"
+    live.mkdir()
+    other = tmp_path / "imac-spice-notapid"
+    other.mkdir()
+    remove_stale_temp_dirs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
 def test_error_line_in_log_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

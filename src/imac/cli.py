@@ -7,6 +7,8 @@ message on stderr with a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +32,20 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")]
+
+
+@app.callback()
+def _global_options(
+    spice_timeout: Annotated[float | None, typer.Option(
+        "--spice-timeout", min=0.001, max=1e6,
+        help="Time limit of each ngspice run, s (default 300 s per neuron analysis, 600 s per subarray, "
+        "1800 s per whole network; also IMAC_SPICE_TIMEOUT).")] = None,
+) -> None:
+    """imac: simulate in-memory analog computing with SOT-MRAM, checked against ngspice."""
+    if spice_timeout is not None:
+        from imac.circuit.spice import TIMEOUT_ENV
+
+        os.environ[TIMEOUT_ENV] = repr(spice_timeout)  # worker processes inherit it
 
 
 def _say(msg: str) -> None:
@@ -153,15 +169,67 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived (``timeout``, a batch scheduler, a closed terminal): raised
+    like Ctrl-C, so that every ``finally`` and cleanup runs and child processes are killed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    raise Terminated(signum)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a user's mistake is one line on stderr and exit code 2; an interrupt exits
+    128 + the signal number after cleaning up; anything else is an internal error (exit 70),
+    reported in one line too unless IMAC_DEBUG is set (then with its traceback)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
     try:
-        app()
-    except ImacError as err:
-        typer.echo(f"error: {err}", err=True)
+        code = app(args=argv, prog_name="imac", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted (SIGINT); nothing half-written was kept", err=True)
+        sys.exit(128 + signal.SIGINT)
+    except typer.TyperException as err:  # usage errors (typer's own click): one line, where to look
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `imac` or a group alone
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {_one_line(message)}{hint}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except ImacError as err:
+        typer.echo(f"error: {_one_line(str(err))}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt as err:
+        name = signal.Signals(err.signum).name if isinstance(err, Terminated) else "SIGINT"
+        typer.echo(f"interrupted ({name}); nothing half-written was kept", err=True)
+        sys.exit(128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT))
+    except OSError as err:  # a disk that fills up, a folder that vanished, a permission denied
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        typer.echo(f"error: {err.strerror or err}{where}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        typer.echo("error: out of memory; try a smaller --limit or batch", err=True)
+        sys.exit(2)
+    except Exception as err:  # a bug: say so in one line, the traceback on request
+        if os.environ.get("IMAC_DEBUG"):
+            raise
+        typer.echo(f"internal error: {type(err).__name__}: {_one_line(str(err))[:300]} "
+                   "(please report it; IMAC_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(70)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -46,5 +46,11 @@ class ModelCardNotFoundError(ImacError, FileNotFoundError):
     """No transistor model card was found where we looked."""
 
 
-class OutputExistsError(ImacError, FileExistsError):
-    """A result directory or file already exists and overwriting was not asked for."""
+class OutputError(ImacError):
+    """An output location cannot be used: it is the working directory, below a file, locked by
+    another run, not writable..."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """A result directory or file already exists and overwriting was not asked for (or it was
+    not written by imac, so it is never replaced)."""

@@ -2,7 +2,11 @@
 
 Each run writes its netlist into a fresh temp directory, calls ``ngspice -b`` with a timeout,
 checks the exit status and the log for errors, and parses the ASCII rawfile that the control
-block writes.  A failed run keeps its directory and the error names the log file.
+block writes.  The temp directory is removed on every way out (the error of a failed run quotes
+the lines of the log that matter, since the log goes with it); a caller that passes its own
+``workdir`` keeps the files there, and then the error names the log.  ngspice runs in its own
+process group, is killed with it when the run is interrupted, and (on Linux) dies with its
+parent even when that parent is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -10,16 +14,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from imac.circuit.netlist import FIXED, Subarray, number_nodes, resistors
-from imac.errors import ModelCardNotFoundError, ShapeError, SpiceError, SpiceNotFoundError
+from imac.config import check_netlist_path
+from imac.errors import ConfigError, ModelCardNotFoundError, ShapeError, SpiceError, SpiceNotFoundError
 
 INSTALL_HINT = (
     "ngspice is not installed or not on PATH; install it with `apt-get install -y ngspice` "
@@ -32,10 +39,34 @@ _ERROR_PATTERNS = re.compile(
 )
 
 
+TIMEOUT_ENV = "IMAC_SPICE_TIMEOUT"  # seconds; set by `imac --spice-timeout`, read by every ngspice run
+TEMP_PREFIXES = ("imac-spice-", "imac-net-")  # temp folders of runs: <prefix><pid>-XXXX in the temp dir
+
+
+def spice_timeout_s(default: float) -> float:
+    """Time limit of one ngspice run, s: ``IMAC_SPICE_TIMEOUT`` when set, else ``default``."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < 1e7):
+        raise ConfigError(f"{TIMEOUT_ENV}={text[:40]!r}: expected a positive number of seconds")
+    return value
+
+
 def ngspice_executable() -> str:
     """Path of the ngspice binary (``IMAC_NGSPICE`` or PATH), or a clear error."""
-    exe = os.environ.get("IMAC_NGSPICE") or shutil.which("ngspice")
-    if not exe or not Path(exe).exists():
+    env = os.environ.get("IMAC_NGSPICE")
+    if env:
+        if not Path(env).is_file() or not os.access(env, os.X_OK):
+            raise SpiceNotFoundError(f"IMAC_NGSPICE={env!r} is not an executable file (point it to the ngspice "
+                                     f"binary or unset it); {INSTALL_HINT}")
+        return env
+    exe = shutil.which("ngspice")
+    if not exe:
         raise SpiceNotFoundError(INSTALL_HINT)
     return exe
 
@@ -75,6 +106,11 @@ def find_model_card(explicit: Path | str | None = None, name: str = "ptm22hp.pm"
         + ". Give one with --model-card PATH (neuron.model_card in YAML) or set IMAC_DATA_DIR "
         "to a folder holding spice/" + name
     )
+
+
+def include_line(card: Path | str) -> str:
+    """``.include "CARD"`` for a model card whose path cannot add netlist lines."""
+    return f'.include "{check_netlist_path(str(card))}"'
 
 
 @dataclass
@@ -136,48 +172,145 @@ def parse_ascii_raw(text: str) -> list[dict[str, np.ndarray]]:
     return plots
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function asking Linux to SIGKILL the child when its parent dies (prctl
+    PR_SET_PDEATHSIG), so no ngspice outlives a killed imac; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return preexec
+
+
+_PREEXEC = _die_with_parent()
+_swept_leftovers = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_dirs() -> None:
+    """Remove ngspice temp folders of imac processes that no longer exist (killed runs)."""
+    tmp_root = Path(tempfile.gettempdir())
+    for prefix in TEMP_PREFIXES:
+        for p in tmp_root.glob(f"{prefix}*"):
+            m = re.fullmatch(re.escape(prefix) + r"(\d+)-.+", p.name)
+            if m and p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() \
+                    and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def spice_temp_dir(prefix: str = "imac-spice-") -> Path:
+    """A fresh temp folder for one ngspice run, named after this process (so that a later run
+    can tell a leftover of a killed process from a live one)."""
+    global _swept_leftovers
+    if not _swept_leftovers:
+        _swept_leftovers = True
+        try:
+            remove_stale_temp_dirs()
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def _log_excerpt(log_text: str, match: re.Match[str] | None = None) -> str:
+    """The log line that matters (the error) or the last non-empty lines, for a message."""
+    if match is not None:
+        line = log_text[max(0, log_text.rfind("\n", 0, match.start()) + 1):].split("\n", 1)[0]
+        return line.strip()[:200]
+    tail = [ln.strip() for ln in log_text.splitlines() if ln.strip()][-2:]
+    return " | ".join(tail)[:300]
+
+
+def _run(args: list[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run ngspice in its own process group; kill the group on timeout or on any interrupt."""
+    with subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_PREEXEC) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except BaseException:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def run_ngspice(
     netlist: str,
-    timeout_s: float = 600.0,
+    timeout_s: float | None = None,
     keep: bool = False,
     workdir: Path | None = None,
+    temp_prefix: str = "imac-spice-",
+    every_rawfile: bool = False,
 ) -> SpiceResult:
     """Run ``netlist`` (whose control block writes ``out.raw`` in ASCII and ends with ``quit``,
-    which makes batch ngspice exit 0) in batch mode.
+    which makes batch ngspice exit 0) in batch mode, within ``timeout_s`` seconds (default:
+    :func:`spice_timeout_s` of 600 s).
 
-    The netlist is written into ``workdir`` (or a fresh temp directory).  On failure the
-    directory is kept and :class:`SpiceError` names the log file.
+    The netlist is written into ``workdir`` (kept, and named by errors) or into a fresh temp
+    directory that is removed however the run ends (``keep`` keeps it after a success).
+    ``every_rawfile`` merges the vectors of ``out*.raw`` (a netlist that writes its probes in
+    several files, since ngspice caps a control line's length) into the result.
     """
     exe = ngspice_executable()
-    wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="imac-spice-"))
-    wd.mkdir(parents=True, exist_ok=True)
-    cir, log, raw = wd / "circuit.cir", wd / "ngspice.log", wd / "out.raw"
-    cir.write_text(netlist)
+    limit = spice_timeout_s(600.0) if timeout_s is None else timeout_s
+    own = workdir is None
+    wd = spice_temp_dir(temp_prefix) if own else Path(workdir)  # type: ignore[arg-type]
+    ok = False
     try:
-        proc = subprocess.run(
-            [exe, "-b", "-o", str(log), str(cir)],
-            cwd=wd,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise SpiceError(f"ngspice did not finish within {timeout_s:g} s", str(log)) from None
-    log_text = log.read_text(errors="replace") if log.exists() else proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise SpiceError(f"ngspice exited with status {proc.returncode}", str(log))
-    m = _ERROR_PATTERNS.search(log_text)
-    if m:
-        line = log_text[max(0, log_text.rfind("\n", 0, m.start()) + 1):].split("\n", 1)[0]
-        raise SpiceError(f"ngspice reported an error: {line.strip()}", str(log))
-    if not raw.exists():
-        raise SpiceError("ngspice wrote no results (analysis failed or did not converge)", str(log))
-    plots = parse_ascii_raw(raw.read_text(errors="replace"))
-    result = SpiceResult(plots[-1], log_text, wd if keep else None)
-    if not keep and workdir is None:
-        shutil.rmtree(wd, ignore_errors=True)
-    return result
+        wd.mkdir(parents=True, exist_ok=True)
+        cir, log, raw = wd / "circuit.cir", wd / "ngspice.log", wd / "out.raw"
+        cir.write_text(netlist)
+        where = None if own else str(log)
+        try:
+            proc = _run([exe, "-b", "-o", str(log), str(cir)], wd, limit)
+        except subprocess.TimeoutExpired:
+            raise SpiceError(f"ngspice did not finish within {limit:g} s (raise the limit with "
+                             "`imac --spice-timeout SECONDS` or IMAC_SPICE_TIMEOUT)",
+                             where if log.exists() else None) from None
+        except OSError as err:
+            raise SpiceError(f"could not start ngspice ({exe}): {err.strerror or err}") from None
+        log_text = log.read_text(errors="replace") if log.exists() else proc.stdout + proc.stderr
+        where = where if log.exists() else None
+        if proc.returncode != 0:
+            excerpt = _log_excerpt(log_text)
+            raise SpiceError(f"ngspice exited with status {proc.returncode}" + (f": {excerpt}" if excerpt else ""),
+                             where)
+        m = _ERROR_PATTERNS.search(log_text)
+        if m:
+            raise SpiceError(f"ngspice reported an error: {_log_excerpt(log_text, m)}", where)
+        if not raw.exists():
+            raise SpiceError("ngspice wrote no results (analysis failed or did not converge): "
+                             f"{_log_excerpt(log_text)}", where)
+        vectors = dict(parse_ascii_raw(raw.read_text(errors="replace"))[-1])
+        if every_rawfile:
+            for extra in sorted(wd.glob("out*.raw")):
+                if extra.name != "out.raw":
+                    vectors.update(parse_ascii_raw(extra.read_text(errors="replace"))[-1])
+        ok = True
+        return SpiceResult(vectors, log_text, wd if (keep or not own) else None)
+    finally:
+        if own and not (ok and keep):
+            shutil.rmtree(wd, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +374,7 @@ def spice_subarray_outputs(
     inputs: np.ndarray,
     v_bias: float = 0.8,
     opamp_gain: float = 1e9,
-    timeout_s: float = 600.0,
+    timeout_s: float | None = None,
     n_jobs: int = 1,
 ) -> np.ndarray:
     """Amplifier outputs (batch, cols), V, from one ngspice operating point per input vector."""

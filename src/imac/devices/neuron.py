@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from imac.circuit.spice import find_model_card, run_ngspice
-from imac.config import NeuronSpec
+from imac.circuit.spice import find_model_card, include_line, run_ngspice, spice_timeout_s
+from imac.config import NeuronSpec, check_spice_name
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import SpiceError
 
@@ -34,17 +34,28 @@ LOAD_RESISTANCES_OHM = (1e3, 1e4, 1e5)
 IV_STEP_V = 0.02  # grid of the output I-V table, V (41 x 81 points: the surface is smooth)
 
 
-def _header(spec: NeuronSpec, card: Path, title: str) -> list[str]:
+def neuron_elements(spec: NeuronSpec) -> list[str]:
+    """The neuron's elements between nodes ``in``, ``out`` and ``vdd`` (level shift, input and
+    feedback MTJs, CMOS inverter): the one description of the circuit that the characterization
+    netlists and the whole-network netlist both use.  Model names are checked identifiers."""
+    nmos, pmos = check_spice_name(spec.nmos_model), check_spice_name(spec.pmos_model)
     return [
-        f"* imac SOT-MRAM sigmoid neuron: {title}",
-        f'.include "{card}"',
-        f"vdd vdd 0 DC {spec.v_dd!r}",
         f"vsh sh in DC {spec.shift_v!r}",
         f"rin sh g {spec.r_in_ohm!r}",
         f"rfb out g {spec.r_feedback_ohm!r}",
-        f"mp out g vdd vdd {spec.pmos_model} w={spec.pmos_w_m!r} l={spec.pmos_l_m!r}",
-        f"mn out g 0 0 {spec.nmos_model} w={spec.nmos_w_m!r} l={spec.nmos_l_m!r}",
+        f"mp out g vdd vdd {pmos} w={spec.pmos_w_m!r} l={spec.pmos_l_m!r}",
+        f"mn out g 0 0 {nmos} w={spec.nmos_w_m!r} l={spec.nmos_l_m!r}",
     ]
+
+
+def neuron_subckt(spec: NeuronSpec, name: str = "imac_neuron") -> list[str]:
+    """The neuron as a subcircuit ``name in out vdd``."""
+    return [f".subckt {name} in out vdd", *neuron_elements(spec), f".ends {name}"]
+
+
+def _header(spec: NeuronSpec, card: Path, title: str) -> list[str]:
+    return [f"* imac SOT-MRAM sigmoid neuron: {title}", include_line(card), f"vdd vdd 0 DC {spec.v_dd!r}",
+            *neuron_elements(spec)]
 
 
 def neuron_netlist(spec: NeuronSpec, card: Path, analysis: str, load: str = "") -> str:
@@ -173,11 +184,12 @@ class NeuronCharacterization:
 def characterize(
     spec: NeuronSpec | None = None,
     terms: int = 2,
-    timeout_s: float = 300.0,
+    timeout_s: float | None = None,
 ) -> NeuronCharacterization:
     """Run the neuron in ngspice (DC, output resistance, loads, transient) and fit its curve."""
     spec = spec or NeuronSpec()
     card = find_model_card(spec.model_card)
+    timeout_s = spice_timeout_s(300.0) if timeout_s is None else timeout_s
     dc = run_ngspice(neuron_netlist(spec, card, "dc"), timeout_s=timeout_s)
     z, v = dc["v(v-sweep)"], dc["v(out)"]
     i_supply = -dc["i(vdd)"]  # ngspice reports the current into the source's + terminal
