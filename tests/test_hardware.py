@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,12 @@ from imac.hardware.mapping import BinaryLayer, map_network, partition_counts
 from imac.hardware.simulate import compile_network, predict, run_batch
 
 LENET_HEAD = [400, 120, 84, 10]
+
+
+@pytest.fixture(autouse=True)
+def _tile_cache_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tile reductions go to a temporary cache folder, not the user's ~/.cache/imac."""
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "imac-cache"))
 
 
 def random_layers(rng: np.random.Generator, sizes: list[int], bias: bool = True,
@@ -252,3 +259,100 @@ def test_circuit_in_the_loop_finetune_runs_on_the_circuit(rng: np.random.Generat
     assert len(hist) == 2 and all(np.isfinite(h["loss"]) for h in hist)
     assert len(compiles) == 3  # steps 0, 3 and 6 of 8
     assert any(not torch.equal(a, lin.binary_weight()) for a, lin in zip(w0, head.linears, strict=True))
+
+
+# -- tile reductions (hardware/tiles.py): exact, cached, identical tiles once, parallel ----------
+def _random_sub(rng: np.random.Generator, n: int, m: int, topology: str, wires: bool = True,
+                r_driver: float = 0.0) -> Any:
+    from imac.circuit.netlist import Subarray
+
+    w = rng.choice([-1.0, 1.0], (n, m))
+    g_l, g_h = 1 / 4.0e3, 1 / 11.0e3
+    return Subarray(np.where(w > 0, g_l, g_h), np.where(w > 0, g_h, g_l), 9.56 if wires else 0.0,
+                    11.95 if wires else 0.0, r_driver, rng.uniform(0.5, 80.0, m), 1000.0, True, topology)
+
+
+@pytest.mark.parametrize("topology", ["difference", "instrumentation"])
+@pytest.mark.parametrize(("wires", "r_driver"), [(True, 0.0), (False, 0.0), (True, 250.0), (False, 250.0)])
+def test_tile_reduction_equals_the_full_solve(rng: np.random.Generator, topology: str, wires: bool,
+                                              r_driver: float) -> None:
+    from imac.circuit.solve import solve_subarray
+    from imac.hardware.tiles import reduce_tile, solve_tile
+
+    sub = _random_sub(rng, 9, 6, topology, wires, r_driver)
+    ref = solve_subarray(sub)
+    got = solve_tile(reduce_tile(sub), sub)
+    np.testing.assert_allclose(got.A_full, ref.A_full, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(got.input_admittance(), ref.input_admittance(), rtol=1e-10, atol=1e-16)
+
+
+def test_tile_cache_memory_disk_and_duplicates(rng: np.random.Generator, tmp_path: Any) -> None:
+    from dataclasses import replace
+
+    from imac.hardware.tiles import TileCache, reduce_tiles, tile_key
+
+    a = _random_sub(rng, 32, 16, "difference")  # large enough to be kept on disk
+    b = _random_sub(rng, 32, 16, "difference")
+    cache = TileCache(tmp_path, max_bytes=10**9)
+    reds = reduce_tiles([a, b, a], cache=cache, jobs=1)
+    assert cache.stats["solved"] == 2 and cache.stats["duplicates"] == 1
+    assert reds[0] is reds[2]
+    assert len(list((tmp_path / "tiles").rglob("*.npz"))) == 2
+    # a fresh process (empty memory) reads them back from disk, identical
+    fresh = TileCache(tmp_path)
+    again = reduce_tiles([b, a], cache=fresh, jobs=1)
+    assert fresh.stats == {"memory": 0, "disk": 2, "solved": 0, "duplicates": 0}
+    np.testing.assert_array_equal(again[1].Z, reds[0].Z)
+    np.testing.assert_array_equal(again[0].Y0, reds[1].Y0)
+    # the key is what the reduction depends on: conductances and wires, not gains or capacitances
+    assert tile_key(a) == tile_key(replace(a, amp_gain=3.0, c_vertical=1e-15))
+    assert tile_key(a) != tile_key(replace(a, r_vertical=5.0))
+    g = a.g_plus.copy()
+    g[3, 2] *= 1.0 + 1e-12
+    assert tile_key(a) != tile_key(replace(a, g_plus=g))
+    # memory only: nothing written
+    off = TileCache(None)
+    reduce_tiles([a], cache=off, jobs=1)
+    assert off.directory is None
+
+
+def test_tile_cache_folder_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from imac.hardware.tiles import TileCache, cache_dir
+
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path))
+    assert cache_dir() == tmp_path and TileCache().directory == tmp_path / "tiles"
+    monkeypatch.setenv("IMAC_CACHE_DIR", "off")
+    assert cache_dir() is None
+    monkeypatch.delenv("IMAC_CACHE_DIR")
+    assert cache_dir() is not None and cache_dir().name == "imac"  # type: ignore[union-attr]
+
+
+def test_parallel_tile_solves_equal_serial(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import imac.hardware.tiles as tiles
+
+    subs = [_random_sub(rng, 16, 8, "difference") for _ in range(6)]
+    serial = tiles.reduce_tiles(subs, cache=tiles.TileCache(None), jobs=1)
+    monkeypatch.setattr(tiles, "PARALLEL_MIN_UNKNOWNS", 0)
+    seen: list[tuple[int, int]] = []
+    par = tiles.reduce_tiles(subs, cache=tiles.TileCache(None), jobs=2, progress=lambda d, t: seen.append((d, t)))
+    for s, p in zip(serial, par, strict=True):
+        np.testing.assert_array_equal(s.Z, p.Z)
+        np.testing.assert_array_equal(s.H, p.H)
+    assert seen[-1] == (6, 6)
+
+
+def test_compiled_network_is_the_same_from_a_warm_cache(rng: np.random.Generator) -> None:
+    from imac.hardware.tiles import default_cache
+
+    m = map_network(random_layers(rng, [40, 12, 5]), ImacSpec(), rows=16, cols=8)
+    x = rng.choice([-1.0, 1.0], (20, 40))
+    cold = run_batch(compile_network(m, default_neuron_curve(), "circuit"), x)[-1]["z"]
+    hits = default_cache().stats["memory"]
+    m2 = map_network(random_layers(np.random.default_rng(0), [40, 12, 5]), ImacSpec(), rows=16, cols=8)
+    m2.layers = m.layers  # same tiles, gains reset below
+    for lm in m2.layers:
+        for t in lm.tiles:
+            t.gain = np.zeros(0)
+    warm = run_batch(compile_network(m2, default_neuron_curve(), "circuit"), x)[-1]["z"]
+    assert default_cache().stats["memory"] > hits
+    np.testing.assert_array_equal(cold, warm)

@@ -17,17 +17,18 @@ neuron is a falling sigmoid; same convention as :mod:`imac.nn.models`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from imac.circuit.netlist import Subarray
-from imac.circuit.solve import SolvedSubarray, solve_subarray
 from imac.circuit.wires import cell_parasitics
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import ConfigError, ShapeError, SolverError
 from imac.hardware.mapping import LayerMap, NetworkMap, Tile
+from imac.hardware.tiles import TileReduction, TileSolution, apply_gains, reduce_tiles, solve_tile
 
 Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
 FIDELITIES: tuple[str, ...] = ("ideal", "behavioral", "circuit", "spice")
@@ -49,7 +50,7 @@ class CompiledLayer:
     T: np.ndarray  # (fan_out, fan_in) V/V
     z0: np.ndarray  # (fan_out,) V, from the bias line
     D: np.ndarray | None  # (fan_in+1, fan_in+1) driver-node per source voltage; None = identity
-    solved: list[SolvedSubarray]
+    solved: list[TileSolution]
     r_source: np.ndarray  # (fan_in + 1,) ohm, the bias driver last
     gain_shortfall: float = 0.0  # max |realised / trained scale - 1| over the neurons
     A_drv: np.ndarray | None = None  # (fan_out, fan_in + 1) neuron inputs per driver-node voltage
@@ -90,14 +91,21 @@ def _tile_lines(tile: Tile, fan_in: int) -> np.ndarray:
     return np.append(tile.input_idx, fan_in) if tile.has_bias else tile.input_idx
 
 
-def _compose(lm: LayerMap, solved: list[SolvedSubarray], r_source: np.ndarray
+def _line_blocks(lm: LayerMap) -> list[np.ndarray]:
+    """The driver lines of each horizontal partition (the bias line in the last one): the
+    lines of different partitions share no tile, so the driver system is block diagonal."""
+    return [_tile_lines(t, lm.layer.fan_in) for t in lm.tiles if t.v == 0]
+
+
+def _compose(lm: LayerMap, solved: list[TileSolution], r_source: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Join the tiles of one layer through their shared drivers (module doc, ``circuit``).
 
     Drivers: one per input plus one for the bias line (index fan_in), each an open-circuit
     source behind ``r_source``; a driver feeds the same line in every vertical partition.  KCL at
     the driver nodes d: (v_oc - d)/R = sum over tiles of I_t = Y_t d_t, so d = D v_oc with
-    D = (diag(1/R) + sum_t Y_t)^-1 diag(1/R); then z = sum_t A_t d_t = T v_oc.
+    D = (diag(1/R) + sum_t Y_t)^-1 diag(1/R); then z = sum_t A_t d_t = T v_oc.  The matrix is
+    block diagonal (one block per horizontal partition), inverted block by block.
     Returns T (fan_out, fan_in + 1), D (None when every driver is ideal: D = I), A_drv (z per
     driver-node voltage) and the summed line admittance sum_t Y_t (None for ideal drivers).
     """
@@ -109,17 +117,51 @@ def _compose(lm: LayerMap, solved: list[SolvedSubarray], r_source: np.ndarray
         return A_drv, None, A_drv, None
     if np.any(r_source <= 0):
         raise ConfigError("driver resistances must be all zero or all positive within a layer")
-    M = np.diag(1.0 / r_source)
+    Y = np.zeros((n_in + 1, n_in + 1))
     for tile, s in zip(lm.tiles, solved, strict=True):
         k = _tile_lines(tile, n_in)
-        M[np.ix_(k, k)] += s.input_admittance()
-    W = np.linalg.inv(M)
-    D = W / r_source[None, :]
-    return A_drv @ D, D, A_drv, M - np.diag(1.0 / r_source)
+        Y[np.ix_(k, k)] += s.input_admittance()
+    D = np.zeros_like(Y)
+    T = np.empty_like(A_drv)
+    for k in _line_blocks(lm):
+        ix = np.ix_(k, k)
+        Dk = np.linalg.inv(Y[ix] + np.diag(1.0 / r_source[k])) / r_source[k][None, :]
+        D[ix] = Dk
+        T[:, k] = A_drv[:, k] @ Dk
+    return T, D, A_drv, Y
+
+
+def _reductions(lm: LayerMap, netmap: NetworkMap, wires: bool,
+                tile_progress: Callable[[int, int, int], None] | None = None) -> list[TileReduction]:
+    """Every tile's gain-independent reduction (:mod:`imac.hardware.tiles`: cached, parallel)."""
+    subs = [_tile_subarray(t, netmap, wires) for t in lm.tiles]
+    report = None
+    if tile_progress is not None:
+        def report(done: int, total: int) -> None:
+            tile_progress(lm.index, done, total)
+    return reduce_tiles(subs, progress=report)
+
+
+class _TileView:
+    """A tile's transfer at trial gains inside the gain fixed point (A_full and Y only)."""
+
+    __slots__ = ("A_full", "_Y")
+
+    def __init__(self, A_full: np.ndarray, Y: np.ndarray) -> None:
+        self.A_full, self._Y = A_full, Y
+
+    def input_admittance(self) -> np.ndarray:
+        return self._Y
+
+
+def _trial(lm: LayerMap, netmap: NetworkMap, reds: list[TileReduction]) -> list[Any]:
+    amp = netmap.spec.amplifier
+    return [_TileView(*apply_gains(r, t.gain, amp.r_in_ohm, amp.topology)) for t, r in zip(lm.tiles, reds, strict=True)]
 
 
 def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.ndarray,
-                  target_v_per_v: float) -> CompiledLayer:
+                  target_v_per_v: float, tile_progress: Callable[[int, int, int], None] | None = None
+                  ) -> CompiledLayer:
     """Derive the tile gains for this circuit and reduce the layer to ``z = T v + z0``.
 
     Gains (module doc of :mod:`imac.hardware.mapping`): every tile column is scaled so that the
@@ -146,8 +188,9 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
         new = np.clip(gain * ratio, GAIN_MIN, g_max)
         return new, new / gain
 
+    reds = _reductions(lm, netmap, wires, tile_progress)
     for _ in range(GAIN_ITERATIONS):
-        solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
+        solved = _trial(lm, netmap, reds)
         worst = 0.0
         for tile, s in zip(lm.tiles, solved, strict=True):
             eff_t = np.mean(s.A_full * tile.weights.T, axis=1)
@@ -162,7 +205,7 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
             tile.gain = np.clip(tile.gain * ratio[tile.output_idx], GAIN_MIN, g_max)
         if worst < GAIN_TOLERANCE:
             break
-    solved = [solve_subarray(_tile_subarray(t, netmap, wires)) for t in lm.tiles]
+    solved = [solve_tile(r, _tile_subarray(t, netmap, wires)) for t, r in zip(lm.tiles, reds, strict=True)]
     T, D, A_drv, Y = _compose(lm, solved, r_source)
     # how far the neurons' effective scale ended from the trained one (0 = reached exactly)
     shortfall = float(np.max(np.abs(np.mean(T * w_full, axis=1) / target_v_per_v - 1.0)))
@@ -180,7 +223,8 @@ def _bias_weights(lm: LayerMap) -> np.ndarray:
 
 def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
                     neuron_r_out_ohm: float | None = None, progress: Any = None,
-                    x_op: np.ndarray | None = None) -> CompiledNetwork:
+                    x_op: np.ndarray | None = None,
+                    tile_progress: Callable[[int, int, int], None] | None = None) -> CompiledNetwork:
     """Build everything a fidelity needs before the batch: gains, solves, layer maps.
 
     ``circuit`` models each neuron that drives a line as a linear source: by default its
@@ -191,6 +235,8 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
     R_k = -dV/dI there (the gains are derived for these resistances), and the batch then solves
     the neurons' full nonlinear output I-V under the load (:func:`_solve_loaded_neurons`).
     Two passes: open-circuit model, then linearized at the operating point it gives.
+    Each tile is reduced once (:mod:`imac.hardware.tiles`) and reused by the gain iterations and
+    both passes; ``tile_progress(layer, done, total)`` reports the tile solves.
     """
     check_fidelity(fidelity)
     t0 = time.perf_counter()
@@ -212,7 +258,8 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
             r_layers.append(np.full(lm.layer.fan_in + 1, float(r)))
         net.layers = []
         for lm, r_src in zip(netmap.layers, r_layers, strict=True):
-            net.layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd))
+            net.layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd,
+                                            tile_progress))
             if progress:
                 progress(lm.index)
         if wires and x_op is not None and neuron_r_out_ohm is None and curve.has_iv() and len(netmap.layers) > 1:
