@@ -371,8 +371,11 @@ def test_find_model_card_error_lists_the_places_looked(
     name = "no_such_card.pm"
     with pytest.raises(ModelCardNotFoundError) as exc:
         find_model_card(name=name)
+    assert str(data_dir / "spice" / name) in str(exc.value) and "only there" in str(exc.value)
+    monkeypatch.delenv("IMAC_DATA_DIR")
+    with pytest.raises(ModelCardNotFoundError) as exc:
+        find_model_card(name=name)
     msg = str(exc.value)
-    assert str(data_dir / "spice" / name) in msg
     repo_root = Path(spice.__file__).resolve().parents[3]
     assert str(repo_root.parent / "shared" / "data" / "spice" / name) in msg
     assert str(tmp_path.parent / "shared" / "data" / "spice" / name) in msg

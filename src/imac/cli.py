@@ -80,27 +80,30 @@ def neuron_characterize(
     config: ConfigOpt = "paper",
     model_card: Annotated[Path | None, typer.Option(help="SPICE model card (.pm/.lib).")] = None,
     terms: Annotated[int, typer.Option(min=1, max=6, help="Logistic terms in the fit.")] = 2,
-    out: Annotated[Path, typer.Option(help="Folder for the plot and fitted curve.")] = Path("runs/neuron"),
+    out: Annotated[Path, typer.Option(help="Run directory for the plot and fitted curve.")] = Path("runs/neuron"),
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory written by imac.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     update_default: Annotated[bool, typer.Option(help="Also replace the curve shipped with the package.")] = False,
 ) -> None:
     """Run the neuron in ngspice, fit its curve, report and plot SPICE vs fit."""
     from imac.devices.neuron import characterize, nan_to_none, write_plot
     from imac.devices.neuron_curve import DEFAULT_FIT_PATH
+    from imac.io import run_directory
 
     spec = _load(config)
-    nspec = spec.neuron if model_card is None else spec.neuron.model_copy(update={"model_card": model_card})
+    nspec = spec.neuron
     if model_card is not None:
         from imac.config import NeuronSpec, parse_spec
 
-        nspec = parse_spec(nspec.model_dump(), NeuronSpec, source="--model-card")
-    ch = characterize(nspec, terms=terms)
-    out.mkdir(parents=True, exist_ok=True)
-    plot = write_plot(ch, out / "neuron_spice_vs_fit.png")
-    ch.curve.save(out / "neuron_fit.json")
+        nspec = parse_spec(nspec.model_dump() | {"model_card": model_card}, NeuronSpec, source="--model-card")
+    with run_directory(out, overwrite=overwrite, note=_say) as tmp:
+        ch = characterize(nspec, terms=terms)
+        write_plot(ch, tmp / "neuron_spice_vs_fit.png")
+        ch.curve.save(tmp / "neuron_fit.json")
     if update_default:
         ch.curve.save(DEFAULT_FIT_PATH)
-    summary = nan_to_none(ch.summary()) | {"plot": str(plot), "fit_file": str(out / "neuron_fit.json")}
+    summary = nan_to_none(ch.summary()) | {"plot": str(out / "neuron_spice_vs_fit.png"),
+                                           "fit_file": str(out / "neuron_fit.json")}
     _report(summary, as_json)
 
 
@@ -178,10 +181,19 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # the signal that interrupted this run (typer turns the exception into exit 130)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def _exit_interrupted(signum: int) -> None:
+    typer.echo(f"interrupted ({signal.Signals(signum).name}); nothing half-written was kept", err=True)
+    sys.exit(128 + signum)
 
 
 def _one_line(text: str) -> str:
@@ -192,13 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: a user's mistake is one line on stderr and exit code 2; an interrupt exits
     128 + the signal number after cleaning up; anything else is an internal error (exit 70),
     reported in one line too unless IMAC_DEBUG is set (then with its traceback)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _raise_terminated)
+    _received.clear()
     try:
         code = app(args=argv, prog_name="imac", standalone_mode=False)
     except typer.Abort:
-        typer.echo("interrupted (SIGINT); nothing half-written was kept", err=True)
-        sys.exit(128 + signal.SIGINT)
+        _exit_interrupted(_received[0] if _received else signal.SIGINT)
     except typer.TyperException as err:  # usage errors (typer's own click): one line, where to look
         ctx = getattr(err, "ctx", None)
         if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `imac` or a group alone
@@ -212,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {_one_line(str(err))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        name = signal.Signals(err.signum).name if isinstance(err, Terminated) else "SIGINT"
-        typer.echo(f"interrupted ({name}); nothing half-written was kept", err=True)
-        sys.exit(128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT))
+        _exit_interrupted(err.signum if isinstance(err, Terminated) else signal.SIGINT)
     except OSError as err:  # a disk that fills up, a folder that vanished, a permission denied
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         typer.echo(f"error: {err.strerror or err}{where}", err=True)
@@ -228,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"internal error: {type(err).__name__}: {_one_line(str(err))[:300]} "
                    "(please report it; IMAC_DEBUG=1 shows the traceback)", err=True)
         sys.exit(70)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    if _received:
+        _exit_interrupted(_received[0])
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -95,15 +95,35 @@ def test_read_idx_header_only(tmp_path: Path) -> None:
 
 
 def test_not_found_lists_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMAC_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.delenv("IMAC_DATA_DIR", raising=False)
     monkeypatch.setattr(D, "repo_root", lambda: tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as err:
-        D.load_mnist("test", tmp_path / "explicit")
+        D.load_mnist("test")
     msg = str(err.value)
-    for place in ("explicit", "env", "IMAC_DATA_DIR", "shared", "download cache",
-                  "download skipped"):
+    for place in ("shared", "download cache", "download skipped"):
         assert place in msg
+
+
+def test_a_named_data_folder_is_the_only_place_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMAC_DATA_DIR or an explicit folder that lacks the data (or is no folder) is an error,
+    never a silent fall-back to another copy of the data."""
+    write_mnist(tmp_path / "shared" / "data" / "mnist")  # a copy in the default place
+    monkeypatch.setattr(D, "repo_root", lambda: tmp_path / "repo")
+    monkeypatch.chdir(tmp_path / "shared")
+    monkeypatch.setenv("IMAC_DATA_DIR", str(tmp_path / "shared" / "data"))
+    assert len(D.load_mnist("test", strict=False)) == 32  # the named place itself works
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for env, match in ((tmp_path / "empty", "IMAC_DATA_DIR"), (tmp_path / "afile", "not a folder"),
+                       (tmp_path / "missing", "does not exist")):
+        monkeypatch.setenv("IMAC_DATA_DIR", str(env))
+        with pytest.raises(DataError, match=match) as err:
+            D.load_mnist("test", strict=False)
+        assert "download cache" not in str(err.value) and "beside the repository" not in str(err.value)
+    monkeypatch.delenv("IMAC_DATA_DIR")
+    with pytest.raises(DataError, match="explicit"):
+        D.load_mnist("test", tmp_path / "empty", strict=False)
 
 
 def test_env_var_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,8 +141,10 @@ def test_download_failure_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
         raise OSError("network unreachable")
 
     monkeypatch.setattr(D, "_download", refuse)
+    monkeypatch.delenv("IMAC_DATA_DIR", raising=False)
+    monkeypatch.setattr(D, "cache_dir", lambda: tmp_path / "cache")
     with pytest.raises(DataError, match="network unreachable"):
-        D.load_cifar10("test", tmp_path / "nothing")
+        D.load_cifar10("test")
 
 
 def test_cifar_jpeg_tar(tmp_path: Path) -> None:

@@ -80,29 +80,31 @@ def ngspice_available() -> bool:
 
 
 def find_model_card(explicit: Path | str | None = None, name: str = "ptm22hp.pm") -> Path:
-    """Locate a transistor model card: explicit path, ``IMAC_DATA_DIR/spice``, then
-    ``../shared/data/spice`` beside the repository (or the working directory)."""
-    tried: list[Path] = []
+    """Locate a transistor model card: the explicit path, else ``IMAC_DATA_DIR/spice`` when that
+    variable is set (then the only place: results must use the card the user pointed to), else
+    ``../shared/data/spice`` beside the repository or the working directory."""
     if explicit is not None:
         p = Path(explicit).expanduser()
         if p.is_file():
             return p
         raise ModelCardNotFoundError(f"model card not found: {p}")
-    candidates = []
     if env := os.environ.get("IMAC_DATA_DIR"):
-        candidates.append(Path(env) / "spice" / name)
+        card = Path(env).expanduser() / "spice" / name
+        if card.is_file():
+            return card
+        raise ModelCardNotFoundError(f"no transistor model card at {card} (IMAC_DATA_DIR is set, so only there); "
+                                     "put the card there, give --model-card PATH, or unset IMAC_DATA_DIR")
     repo_root = Path(__file__).resolve().parents[3]
-    candidates += [
+    candidates = [
         repo_root.parent / "shared" / "data" / "spice" / name,
         Path.cwd().parent / "shared" / "data" / "spice" / name,
     ]
     for c in candidates:
-        tried.append(c)
         if c.is_file():
             return c
     raise ModelCardNotFoundError(
         "no transistor model card found; looked in: "
-        + ", ".join(str(t) for t in tried)
+        + ", ".join(str(t) for t in candidates)
         + ". Give one with --model-card PATH (neuron.model_card in YAML) or set IMAC_DATA_DIR "
         "to a folder holding spice/" + name
     )

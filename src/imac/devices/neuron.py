@@ -28,6 +28,7 @@ from imac.circuit.spice import find_model_card, include_line, run_ngspice, spice
 from imac.config import NeuronSpec, check_spice_name
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import SpiceError
+from imac.provenance import record_data
 
 I_TEST_A = 1e-6  # small-signal test current for the output resistance, A
 LOAD_RESISTANCES_OHM = (1e3, 1e4, 1e5)
@@ -189,6 +190,7 @@ def characterize(
     """Run the neuron in ngspice (DC, output resistance, loads, transient) and fit its curve."""
     spec = spec or NeuronSpec()
     card = find_model_card(spec.model_card)
+    record_data("transistor model card", [card])
     timeout_s = spice_timeout_s(300.0) if timeout_s is None else timeout_s
     dc = run_ngspice(neuron_netlist(spec, card, "dc"), timeout_s=timeout_s)
     z, v = dc["v(v-sweep)"], dc["v(out)"]

@@ -22,7 +22,7 @@ from imac.config import ImacSpec, dump_spec
 from imac.devices.neuron import characterize, nan_to_none, write_plot
 from imac.experiments.bench_xbar import random_subarray
 from imac.io import atomic_write_bytes, atomic_write_text, run_directory
-from imac.provenance import git_revision
+from imac.provenance import data_used, git_revision
 
 
 def provenance(spec: ImacSpec, seed: int) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def provenance(spec: ImacSpec, seed: int) -> dict[str, Any]:
         "seed": seed,
         "created_unix": time.time(),
         "config": spec.model_dump(mode="json"),
+        "data": data_used(),
     }
 
 
@@ -65,7 +66,7 @@ def run_demo(out: Path, spec: ImacSpec | None = None, size: int = 32, batch: int
 
     spec = spec or ImacSpec()
     say = progress or (lambda msg: None)
-    with run_directory(out, overwrite=overwrite) as tmp:
+    with run_directory(out, overwrite=overwrite, note=say) as tmp:
         say("characterizing the neuron in ngspice")
         ch = characterize(spec.neuron)
         write_plot(ch, tmp / "neuron_spice_vs_fit.png")

@@ -97,7 +97,7 @@ def run_reproduce(out: Path, spec: ImacSpec | None = None, quick: bool = False, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batches: one thread is the fastest and leaves a core free
     try:
-        with run_directory(out, overwrite=overwrite) as tmp:
+        with run_directory(out, overwrite=overwrite, note=say) as tmp:
             res: dict[str, Any] = {"mode": "quick" if quick else "full", "plan": plan.__dict__}
             timings: dict[str, float] = {}
 

@@ -38,14 +38,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a trained model's FC head on IMAC at a fidelity: accuracy, time, power, energy, area."""
         from imac.config import load_spec
+        from imac.hardware.diagnostics import netmap_gains, result_warnings
         from imac.hardware.network import simulate_model
+        from imac.provenance import data_used
 
         spec = load_spec(config)
         r = rows if rows is not None else subarray
         c = cols if cols is not None else subarray
         ev = simulate_model(name, fidelity, spec, r, c, partitioned=not unpartitioned, checkpoint=checkpoint,
                             calibrated=calibrated, limit=limit, progress=say)
-        res = ev.result
+        n_classes = int(ev.netmap.layers[-1].layer.fan_out)
+        warnings = result_warnings(spec, netmap_gains(ev.netmap), ev.result["accuracy"], n_classes,
+                                   ev.result.get("gain_shortfall"))
+        for w in warnings:
+            say(f"warning: {w}")
+        res = ev.result | {"warnings": warnings, "data": data_used()}
         if not breakdown:
             res.pop("cost_breakdown", None)
         if as_json:
@@ -97,7 +104,7 @@ def register_spice(app: typer.Typer) -> None:
     def export_cmd(
         name: Annotated[str, typer.Argument(help="Registered model name.")],
         spice: Annotated[Path, typer.Option("--spice", help="Folder to write (must not exist).")],
-        image: Annotated[int, typer.Option(help="Test image whose inputs the netlist carries.")] = 0,
+        image: Annotated[int, typer.Option(min=0, help="Test image whose inputs the netlist carries.")] = 0,
         subarray: Annotated[int | None, typer.Option(help="Square subarray size.")] = None,
         config: Annotated[str, typer.Option("--config", "-c")] = "paper",
         checkpoint: Annotated[Path | None, typer.Option()] = None,
@@ -105,14 +112,19 @@ def register_spice(app: typer.Typer) -> None:
         overwrite: bool = False,
     ) -> None:
         """Write the whole network as one ngspice netlist plus its conductance maps."""
+        from imac.errors import DataError
         from imac.hardware.network import imac_inputs
         from imac.hardware.spice_net import export_network
+        from imac.io import check_output_target
         from imac.nn.data import load_dataset
 
+        check_output_target(spice, overwrite)  # a bad target fails now, not after the export
         net, model, _ = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
         test = load_dataset(model.dataset, "test")
+        if image >= len(test):
+            raise DataError(f"--image {image}: the {model.dataset} test set has images 0 to {len(test) - 1}")
         x = imac_inputs(model, test.images[image : image + 1])
-        for p in export_network(net, x[0], spice, overwrite=overwrite):
+        for p in export_network(net, x[0], spice, overwrite=overwrite, note=say):
             typer.echo(str(p))
 
     @app.command("spice-check")
@@ -129,12 +141,13 @@ def register_spice(app: typer.Typer) -> None:
         from imac.hardware.network import imac_inputs
         from imac.hardware.spice_net import spice_check
         from imac.nn.data import load_dataset
+        from imac.provenance import data_used
 
         net, model, _ = _compiled_circuit(name, config, subarray, checkpoint, calibrated, say)
         test = load_dataset(model.dataset, "test").subset(images)
         x = imac_inputs(model, test.images)
         say(f"running {images} whole-network ngspice operating points on {jobs} processes")
-        typer.echo(json.dumps(spice_check(net, x, n_jobs=jobs), indent=1, default=float))
+        typer.echo(json.dumps(spice_check(net, x, n_jobs=jobs) | {"data": data_used()}, indent=1, default=float))
 
 
 def register_compare(app: typer.Typer) -> None:
@@ -157,7 +170,9 @@ def register_compare(app: typer.Typer) -> None:
 
         res = compare_model(name, load_spec(config), fidelity, subarray, checkpoint, calibrated, limit, say)
         if as_json:
-            typer.echo(json.dumps(res, indent=1, default=float))
+            from imac.provenance import data_used
+
+            typer.echo(json.dumps(res | {"data": data_used()}, indent=1, default=float))
             return
         typer.echo(f"{'design':<22}{'latency (s)':>14}{'power (W)':>12}{'energy (J)':>13}{'accuracy':>10}")
         for d in res["designs"]:

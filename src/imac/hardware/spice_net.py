@@ -14,7 +14,7 @@ capacitances and a step of the inputs, for settling-time checks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +143,8 @@ def spice_network_outputs(net: CompiledNetwork, x: np.ndarray, timeout_s: float 
     return outs
 
 
-def export_network(net: CompiledNetwork, x: np.ndarray, out: Path, overwrite: bool = False) -> list[Path]:
+def export_network(net: CompiledNetwork, x: np.ndarray, out: Path, overwrite: bool = False,
+                   note: Callable[[str], None] | None = None) -> list[Path]:
     """Write the netlist for input ``x`` and the conductance maps and gains of every tile.
 
     ``out/network.cir`` runs as is (``ngspice -b network.cir``); ``out/tiles.npz`` holds, per
@@ -155,7 +156,7 @@ def export_network(net: CompiledNetwork, x: np.ndarray, out: Path, overwrite: bo
 
     from imac.io import atomic_write_bytes, atomic_write_text, run_directory
 
-    with run_directory(out, overwrite=overwrite) as tmp:
+    with run_directory(out, overwrite=overwrite, note=note) as tmp:
         atomic_write_text(tmp / "network.cir", network_netlist(net, x))
         arrays: dict[str, np.ndarray] = {}
         for lm in net.netmap.layers:

@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Test-set accuracy of a checkpoint (CPU-IMAC, and int8/float variants)."""
         from imac.nn.train import evaluate
+        from imac.provenance import data_used
 
-        res = evaluate(name, checkpoint=checkpoint, limit=limit, data_dir=data_dir)
+        res = evaluate(name, checkpoint=checkpoint, limit=limit, data_dir=data_dir) | {"data": data_used()}
         if as_json:
             typer.echo(json.dumps(res))
             return

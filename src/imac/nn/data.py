@@ -45,7 +45,7 @@ import numpy as np
 
 from imac.errors import DataError
 from imac.io import atomic_write_bytes
-from imac.provenance import file_sha256, repo_root
+from imac.provenance import file_sha256, record_data, repo_root
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -100,6 +100,10 @@ class Dataset:
     sha256: str
     sources: list[Path] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.sources:  # results name the files they were computed from (provenance.data_used)
+            record_data(f"{self.name}/{self.split}", self.sources)
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -120,14 +124,29 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
 
 
+def _authoritative_root(why: str, path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"{why} {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"{why} {path} is not a folder")
+    return path
+
+
 def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
-    """Data roots in look-up order, each with the reason it is tried."""
-    out: list[tuple[str, Path]] = []
+    """Data roots in look-up order, each with the reason it is tried.
+
+    A place the user names (``data_dir``, else ``IMAC_DATA_DIR``) is the only one searched:
+    results must come from the data the user pointed to, never silently from another copy.
+    It must be an existing folder.  Without one, the shared data folders and the download
+    cache are tried in turn.
+    """
     if data_dir is not None:
-        out.append(("explicit path", Path(data_dir).expanduser()))
+        return [("explicit path", _authoritative_root("data folder", Path(data_dir).expanduser()))]
     env = os.environ.get("IMAC_DATA_DIR")
     if env:
-        out.append(("IMAC_DATA_DIR", Path(env).expanduser()))
+        return [("IMAC_DATA_DIR (unset it to search the default places)",
+                 _authoritative_root("IMAC_DATA_DIR =", Path(env).expanduser()))]
+    out: list[tuple[str, Path]] = []
     root = repo_root()
     if root is not None:
         out.append(("../shared/data beside the repository", root.parent / "shared" / "data"))
@@ -142,6 +161,10 @@ def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[tupl
             seen.add(key)
             unique.append((why, p))
     return unique
+
+
+def _searches_default_places(data_dir: str | os.PathLike[str] | None) -> bool:
+    return data_dir is None and not os.environ.get("IMAC_DATA_DIR")
 
 
 def _offline() -> bool:
@@ -285,12 +308,12 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike[str] | None = N
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
     paths, tried = _find_mnist(candidate_roots(data_dir), split)
-    if paths is None and download and not _offline():
+    if paths is None and download and not _offline() and _searches_default_places(data_dir):
         paths, err = _download_mnist(split)
         if paths is None:
             tried.append(f"download from {', '.join(MNIST_URLS)} failed: {err}")
     elif paths is None:
-        tried.append("download skipped (download=False or IMAC_OFFLINE set)")
+        tried.append("download skipped (download=False, IMAC_OFFLINE set, or a data folder was named)")
     if paths is None:
         raise DataError(f"MNIST {split} files ({', '.join(MNIST_FILES[split])}[.gz]) not found; "
                         "tried:\n  " + "\n  ".join(tried))
@@ -448,12 +471,12 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike[str] | None =
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
     src, tried = _find_cifar(candidate_roots(data_dir))
-    if src is None and download and not _offline():
+    if src is None and download and not _offline() and _searches_default_places(data_dir):
         src, err = _download_cifar()
         if src is None:
             tried.append(f"download from {CIFAR10_URL} failed: {err}")
     elif src is None:
-        tried.append("download skipped (download=False or IMAC_OFFLINE set)")
+        tried.append("download skipped (download=False, IMAC_OFFLINE set, or a data folder was named)")
     if src is None:
         raise DataError(f"CIFAR-10 ({CIFAR10_JPEG_TAR}, {CIFAR10_PY_DIR}/ or {CIFAR10_PY_TAR}) "
                         "not found; tried:\n  " + "\n  ".join(tried))
@@ -484,6 +507,7 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike[str] | None =
 
 
 LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+N_CLASSES = {"mnist": 10, "cifar10": len(CIFAR10_CLASSES)}
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,

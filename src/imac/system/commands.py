@@ -80,7 +80,16 @@ def register(app: typer.Typer) -> None:
                            checkpoint=checkpoint, calibrated=calibrated, objective=objective,
                            accuracy_budget_points=accuracy_budget, placements=placements,
                            energy_model=cpu_energy, progress=say)
+        from imac.hardware.diagnostics import result_warnings
+        from imac.nn.data import N_CLASSES
+
+        res["warnings"] = result_warnings(spec, [], res.get("accuracy_cpu_imac"),
+                                          N_CLASSES.get(get_spec(name).cls.dataset))
+        for w in res["warnings"]:
+            say(f"warning: {w}")
         if as_json:
-            typer.echo(json.dumps(res, indent=1, default=float))
+            from imac.provenance import data_used
+
+            typer.echo(json.dumps(res | {"data": data_used()}, indent=1, default=float))
         else:
             typer.echo("\n".join(summary_lines(res)))
