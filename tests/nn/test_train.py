@@ -140,3 +140,29 @@ def test_param_groups_decay_float_weights_only() -> None:
     assert all(p.ndim > 1 for p in decay["params"])
     assert len(ids) + len(rest["params"]) == len(list(m.parameters()))
     assert len(param_groups(build_model("mlp-mnist"), 0.1)) == 1  # nothing float to decay
+
+
+def test_overwrite_only_replaces_imac_checkpoints(tiny_mnist: Path, tmp_path: Path) -> None:
+    """--out pointing at a user's file: refused with or without --overwrite, file intact;
+    a JSON beside it that the metrics would replace is refused too."""
+    from imac.nn.checkpoint import check_checkpoint_target
+
+    kw = {"data_dir": tiny_mnist, "strict_data": False, "progress": False, "epochs": 1, "limit_train": 40}
+    mine = tmp_path / "thesis.pt"
+    mine.write_text("not a checkpoint")
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError):
+            train("mlp-mnist", out=mine, overwrite=overwrite, **kw)
+    assert mine.read_text() == "not a checkpoint"
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match=r"notes\.json"):
+        train("mlp-mnist", out=tmp_path / "notes.pt", **kw)
+    assert (tmp_path / "notes.json").read_text() == "{}" and not (tmp_path / "notes.pt").exists()
+    with pytest.raises(OutputExistsError, match="folder"):
+        check_checkpoint_target(tmp_path)
+    with pytest.raises(OutputExistsError, match="is a file"):
+        check_checkpoint_target(mine / "x.pt")
+    ok = tmp_path / "ok.pt"
+    train("mlp-mnist", out=ok, **kw)
+    train("mlp-mnist", out=ok, overwrite=True, **kw)  # an imac checkpoint may be replaced
+    assert check_checkpoint_target(ok, overwrite=True) == ok

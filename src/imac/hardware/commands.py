@@ -74,10 +74,15 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option(help="First N training images only.")] = None,
         seed: int = 0,
         out: Annotated[Path | None, typer.Option(help="Where to write the calibrated checkpoint.")] = None,
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out.")] = False,
     ) -> None:
         """Named calibration step: hardware-aware fine-tuning of the binary head for IMAC."""
         from imac.config import load_spec
         from imac.hardware.network import calibrate
+        from imac.nn.checkpoint import check_checkpoint_target
+
+        if out is not None:  # refused now, not after minutes of fine-tuning
+            check_checkpoint_target(out, overwrite)
 
         dest, info = calibrate(name, load_spec(config), subarray, epochs, checkpoint, limit, seed, out,
                                circuit_epochs=circuit_epochs)

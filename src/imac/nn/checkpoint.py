@@ -73,6 +73,36 @@ def find_checkpoint(name: str, explicit: str | Path | None = None) -> Path:
                     f"(train one with `imac train {name}`)")
 
 
+def check_checkpoint_target(path: Path, overwrite: bool = False, resuming: bool = False) -> Path:
+    """``path`` if a checkpoint (and its metrics JSON) may be written there, else an error.
+
+    An existing file is replaced only with ``overwrite`` (or when resuming it) and only if it is
+    an imac checkpoint itself: a user's file that happens to sit at ``--out`` is never replaced,
+    nor a JSON file beside it that is not the metrics of a checkpoint there.
+    """
+    from imac.errors import OutputExistsError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; give a checkpoint file name such as {path / 'model.pt'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputExistsError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    if path.exists():
+        if not (overwrite or resuming):
+            raise OutputExistsError(f"{path} exists; resume it, choose another --out or pass --overwrite")
+        try:
+            load_checkpoint(path)
+        except DataError:
+            raise OutputExistsError(f"{path} exists and is not an imac checkpoint; refusing to replace it") from None
+    elif metrics_path(path).exists():
+        raise OutputExistsError(f"{metrics_path(path)} exists and would be replaced by the checkpoint's metrics; "
+                                "choose another --out")
+    return path
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomically write the checkpoint and ``<path>.json`` with its metrics and provenance."""
     path = Path(path)

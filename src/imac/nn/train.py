@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from imac.errors import ConfigError, DataError, OutputExistsError
+from imac.errors import ConfigError, DataError
 from imac.nn.checkpoint import (
     FORMAT,
+    check_checkpoint_target,
     default_checkpoint_path,
     find_checkpoint,
     load_checkpoint,
@@ -150,10 +151,9 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     if resume:
         rpath = out if resume is True else Path(resume)
         payload = load_checkpoint(rpath, expected_model=name)
-        if out.exists() and Path(rpath).resolve() != out.resolve() and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass overwrite to replace it")
-    elif out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; resume it, choose another --out or overwrite")
+        check_checkpoint_target(out, overwrite, resuming=out.exists() and Path(rpath).resolve() == out.resolve())
+    else:
+        check_checkpoint_target(out, overwrite)
 
     cfg = dict(payload["config"]) if payload else {**spec.config, **(config or {})}
     epochs = int(epochs if epochs is not None else (payload or {}).get("epochs", spec.epochs))
