@@ -277,13 +277,32 @@ def _random_sub(rng: np.random.Generator, n: int, m: int, topology: str, wires: 
 def test_tile_reduction_equals_the_full_solve(rng: np.random.Generator, topology: str, wires: bool,
                                               r_driver: float) -> None:
     from imac.circuit.solve import solve_subarray
-    from imac.hardware.tiles import reduce_tile, solve_tile
+    from imac.hardware.tiles import reduce_tile, reduce_tiles_dense, solve_tile
 
     sub = _random_sub(rng, 9, 6, topology, wires, r_driver)
     ref = solve_subarray(sub)
-    got = solve_tile(reduce_tile(sub), sub)
-    np.testing.assert_allclose(got.A_full, ref.A_full, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(got.input_admittance(), ref.input_admittance(), rtol=1e-10, atol=1e-16)
+    reds = [reduce_tile(sub)]
+    if wires:
+        reds.append(reduce_tiles_dense([sub])[0])
+    for red in reds:
+        got = solve_tile(red, sub)
+        np.testing.assert_allclose(got.A_full, ref.A_full, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(got.input_admittance(), ref.input_admittance(), rtol=1e-10, atol=1e-16)
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 3), (5, 1), (2, 2), (32, 32), (40, 7)])
+def test_dense_sweep_equals_the_sparse_reduction(rng: np.random.Generator, n: int, m: int) -> None:
+    from imac.hardware.tiles import reduce_tile, reduce_tiles_dense
+
+    subs = [_random_sub(rng, n, m, "difference", True, r) for r in (0.0, 120.0, 0.0)]
+    for sub, red in zip(subs, reduce_tiles_dense(subs), strict=True):
+        ref = reduce_tile(sub)
+        for got, want in ((red.Z, ref.Z), (red.H, ref.H), (red.Y0, ref.Y0)):  # floor: Y0 = 0 for one line
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * max(np.max(np.abs(want)), 1e-4))
+    with pytest.raises(ValueError, match="one shape"):
+        reduce_tiles_dense([subs[0], _random_sub(rng, n + 1, m, "difference")])
+    with pytest.raises(ValueError, match="wire resistance"):
+        reduce_tiles_dense([_random_sub(rng, n, m, "difference", wires=False)])
 
 
 def test_tile_cache_memory_disk_and_duplicates(rng: np.random.Generator, tmp_path: Any) -> None:
@@ -332,7 +351,7 @@ def test_parallel_tile_solves_equal_serial(rng: np.random.Generator, monkeypatch
 
     subs = [_random_sub(rng, 16, 8, "difference") for _ in range(6)]
     serial = tiles.reduce_tiles(subs, cache=tiles.TileCache(None), jobs=1)
-    monkeypatch.setattr(tiles, "PARALLEL_MIN_UNKNOWNS", 0)
+    monkeypatch.setattr(tiles, "PARALLEL_MIN_SECONDS", 0.0)
     seen: list[tuple[int, int]] = []
     par = tiles.reduce_tiles(subs, cache=tiles.TileCache(None), jobs=2, progress=lambda d, t: seen.append((d, t)))
     for s, p in zip(serial, par, strict=True):

@@ -2,11 +2,16 @@
 
 A tile's circuit depends on its amplifier gains only through the amplifier stamp on the 2m
 summing-line ends (ports P = the I+ and I- ends of every column).  Without that stamp the tile is
-a reciprocal resistive network G0 (symmetric); we factor it once and keep three small matrices:
+a reciprocal resistive network G0 (symmetric); we reduce it once to three small matrices:
 
 * ``Z = P G0^-1 P^T`` (2m x 2m): port voltages per current injected at the ports;
 * ``H = P G0^-1 B`` (2m x r): port voltages per source (line) voltage, amplifiers removed;
 * ``Y0 = diag(1^T B) - B^T G0^-1 B`` (r x r): the lines' input admittance, amplifiers removed.
+
+Tiles with wires are reduced in batches of same-shape tiles by a dense sweep along the input
+lines (:func:`reduce_tiles_dense`, ~10x faster than a sparse LU per tile at 32x32 and 128x128);
+:func:`reduce_tile` (one SuperLU factorization, n + 2m solves) is the reference and serves the
+wire-free tiles.
 
 The amplifiers load the ports with ``i = -L(g) v_P`` (:mod:`imac.circuit.netlist`: I+ sees
 r_in (1 + g) to ground, I- sees r_in to the op-amp node held at g/(1+g) V+; the instrumentation
@@ -32,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +46,8 @@ from imac.circuit.netlist import Subarray
 REDUCTION_VERSION = "imac-tile-reduction-1"  # bump when the reduction's meaning changes
 MEMORY_CACHE_BYTES = 512 * 2**20
 DISK_MIN_UNKNOWNS = 1000  # smaller tiles (no wires) are solved faster than read back
-PARALLEL_MIN_UNKNOWNS = 200_000  # below this much work (sum of tile unknowns) one process is faster
-CHUNKS_PER_JOB = 4
+PARALLEL_MIN_SECONDS = 3.0  # below this much work, starting worker processes costs more than it saves
+DENSE_CHUNK_ELEMENTS = 32 * 96**2 * 32  # tiles per dense chunk: 32 of 32x32 (the fastest here)
 
 
 @dataclass
@@ -108,6 +114,121 @@ def reduce_tile(sub: Subarray) -> TileReduction:
     Y0 = np.diag(Bd.sum(axis=0)) - Bd.T @ XB
     return TileReduction(Z=np.ascontiguousarray(X[ports, r:]), H=np.ascontiguousarray(XB[ports]),
                          Y0=0.5 * (Y0 + Y0.T))
+
+
+def _sweep(gp: np.ndarray, gm: np.ndarray, r_v: float, r_h: float, r_first: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense reduction of T same-shape tiles at once (see :func:`reduce_tiles_dense`).
+
+    gp, gm: (T, n, m) S; r_first: (T, n) ohm from each source to its line's first node.
+    Returns Z (T, 2m, 2m), H (T, 2m, n), Y0 (T, n, n)."""
+    T, n, m = gp.shape
+    gv, gh = 1.0 / r_v, 1.0 / r_h
+    gs = 1.0 / r_first  # (T, n)
+    # chains: (T, m, n, n) tridiagonal per column
+    def chain(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # the chain's tridiagonal matrix, scaled by 1/gh: diagonal a_i = g_i/gh + 1 (+1 below the
+        # first node), off-diagonal -1; its inverse W'_ij = th_{i-1} ph_{j+1} / th_n (i <= j)
+        # from the leading (th) and trailing (ph) principal minors, which only grow (a_i >= 1)
+        gc = np.moveaxis(g, 2, 1)  # (T, m, n)
+        a = gc / gh + 1.0
+        a[..., 1:] += 1.0
+        th = np.empty((*gc.shape[:-1], n + 1))
+        ph = np.empty((*gc.shape[:-1], n + 1))
+        th[..., 0] = 1.0
+        th[..., 1] = a[..., 0]
+        for k in range(2, n + 1):
+            th[..., k] = a[..., k - 1] * th[..., k - 1] - th[..., k - 2]
+        ph[..., n] = 1.0
+        ph[..., n - 1] = a[..., n - 1]
+        for k in range(n - 2, -1, -1):
+            ph[..., k] = a[..., k] * ph[..., k + 1] - ph[..., k + 2]
+        # W = inverse of the unscaled chain = W' / gh
+        u = th[..., :n] / (gh * th[..., n:])  # th_{i-1} / (gh th_n), i = 0..n-1
+        v = ph[..., 1:]  # ph_{j+1}
+        iu = np.triu(np.ones((n, n), bool))
+        W = np.where(iu, u[..., :, None] * v[..., None, :], u[..., None, :] * v[..., :, None])
+        Wlast = W[..., :, n - 1].copy()
+        W *= gc[..., :, None]
+        W *= -gc[..., None, :]
+        i = np.arange(n)
+        W[..., i, i] += gc
+        SxP = -gh * gc * Wlast
+        SPP = gh - gh * gh * Wlast[..., n - 1]
+        return W, SxP, SPP
+    Sp, Xp, Pp = chain(gp)
+    Sq, Xq, Pq = chain(gm)
+    Mxx = Sp + Sq  # (T, m, n, n)
+    i = np.arange(n)
+    Mxx[:, :, i, i] += gv  # left neighbour (or source for column 0, fixed below) ...
+    Mxx[:, :-1, i, i] += gv  # ... and right neighbour
+    Mxx[:, 0, i, i] += gs - gv
+    def block(c: int) -> np.ndarray:
+        B = np.zeros((T, n + 2, n + 2))
+        B[:, :n, :n] = Mxx[:, c]
+        B[:, :n, n] = B[:, n, :n] = Xp[:, c]
+        B[:, :n, n + 1] = B[:, n + 1, :n] = Xq[:, c]
+        B[:, n, n] = Pp[:, c]
+        B[:, n + 1, n + 1] = Pq[:, c]
+        return B
+    S = block(m - 1)
+    eye = np.broadcast_to(np.eye(n), (T, n, n))
+    for c in range(m - 2, -1, -1):
+        k2 = S.shape[1] - n
+        R = np.linalg.solve(S[:, :n, :n], np.concatenate([eye, S[:, :n, n:]], axis=2))
+        F, FS = R[:, :, :n], R[:, :, n:]
+        B = block(c)
+        new = np.zeros((T, n + k2 + 2, n + k2 + 2))
+        new[:, :n, :n] = B[:, :n, :n] - gv * gv * F
+        new[:, :n, n:n + k2] = gv * FS
+        new[:, n:n + k2, :n] = gv * np.swapaxes(FS, 1, 2)
+        new[:, n:n + k2, n:n + k2] = S[:, n:, n:] - S[:, n:, :n] @ FS
+        new[:, :n, n + k2:] = B[:, :n, n:]
+        new[:, n + k2:, :n] = B[:, n:, :n]
+        new[:, n + k2:, n + k2:] = B[:, n:, n:]
+        S = new
+    R = np.linalg.solve(S[:, :n, :n], np.concatenate([eye, S[:, :n, n:]], axis=2))
+    F, FS = R[:, :, :n], R[:, :, n:]
+    Yss = -(gs[:, :, None] * F * gs[:, None, :])
+    Yss[:, i, i] += gs
+    Ysp = gs[:, :, None] * FS  # (T, n, 2m)
+    Ypp = S[:, n:, n:] - S[:, n:, :n] @ FS
+    # port order: (P+_{m-1}, P-_{m-1}), (P+_{m-2}, P-_{m-2}), ... -> [P+_0..P+_{m-1}, P-_0..P-_{m-1}]
+    cols = np.arange(m)
+    pos_plus = 2 * (m - 1 - cols)
+    perm = np.concatenate([pos_plus, pos_plus + 1])
+    Ypp = Ypp[:, perm][:, :, perm]
+    Ysp = Ysp[:, :, perm]
+    Z = np.linalg.inv(Ypp)
+    H = -Z @ np.swapaxes(Ysp, 1, 2)
+    Y0 = Yss - Ysp @ (Z @ np.swapaxes(Ysp, 1, 2))
+    return Z, H, Y0
+
+def reduce_tiles_dense(subs: Sequence[Subarray]) -> list[TileReduction]:
+    """The reductions of same-shape tiles with wires, by dense block elimination along the
+    input lines, batched over the tiles (exact; ~10x faster than the sparse LU at 32x32).
+
+    Each column's I+ and I- summing lines are chains (tridiagonal) touching only that column's
+    input-line nodes and its port: their inverses come in closed form from the chains' principal
+    minors, so each column reduces to a dense block on (its n input-line nodes, its 2 ports).
+    Columns are joined only along the input lines (one wire segment per cell): sweeping from the
+    far column to the driver end eliminates one column of input-line nodes per step, keeping
+    the ports of the columns already passed.  At column 0 the sources are attached and the last
+    input-line nodes eliminated, which leaves the admittance of the (sources, ports) multiport:
+    ``Z`` is the inverse of its port block, ``H`` and ``Y0`` follow (module doc).
+    """
+    s0 = subs[0]
+    if any(s.g_plus.shape != s0.g_plus.shape or s.r_vertical != s0.r_vertical
+           or s.r_horizontal != s0.r_horizontal for s in subs):
+        raise ValueError("reduce_tiles_dense needs tiles of one shape and one wire resistance")
+    if not (s0.r_vertical > 0 and s0.r_horizontal > 0):
+        raise ValueError("reduce_tiles_dense needs wire resistance on both line kinds")
+    gp = np.stack([s.g_plus for s in subs])
+    gm = np.stack([s.g_minus for s in subs])
+    r_first = np.stack([s.r_driver for s in subs]) + s0.r_vertical
+    Z, H, Y0 = _sweep(gp, gm, s0.r_vertical, s0.r_horizontal, r_first)
+    Y0 = 0.5 * (Y0 + np.swapaxes(Y0, 1, 2))
+    return [TileReduction(Z[t], H[t], Y0[t]) for t in range(len(subs))]
 
 
 def apply_gains(red: TileReduction, gain: np.ndarray, r_in: float, topology: str) -> tuple[np.ndarray, np.ndarray]:
@@ -231,14 +352,31 @@ def n_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _reduce_many(subs: Sequence[Subarray]) -> list[TileReduction]:
+def _reduce_group(subs: Sequence[Subarray]) -> list[TileReduction]:
+    """Reductions of a chunk of tiles: the dense sweep for same-shape tiles with wires, the
+    sparse LU otherwise (no wires: a few diagonal nodes per column)."""
+    if subs[0].r_vertical > 0 and subs[0].r_horizontal > 0:
+        return reduce_tiles_dense(subs)
     return [reduce_tile(s) for s in subs]
 
 
+def _chunks(items: list[tuple[str, Subarray]]) -> list[list[int]]:
+    """Indices of ``items`` in chunks of one kind (shape, wires), sized for the cache."""
+    groups: dict[tuple[int, int, float, float], list[int]] = {}
+    for i, (_, s) in enumerate(items):
+        groups.setdefault((s.rows, s.cols, s.r_vertical, s.r_horizontal), []).append(i)
+    out = []
+    for (n, m, _, _), idx in groups.items():
+        size = max(1, DENSE_CHUNK_ELEMENTS // ((n + 2 * m) ** 2 * m))
+        out += [idx[i:i + size] for i in range(0, len(idx), size)]
+    return out
+
+
 def reduce_tiles(subs: Sequence[Subarray], cache: TileCache | None = None, jobs: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[TileReduction]:
+                 progress: Callable[[int, int], None] | None = None, disk: bool = True) -> list[TileReduction]:
     """The reduction of every tile in ``subs``: from the cache, else solved once per distinct
-    tile (in parallel when there is enough work).  ``progress(done, total)`` after each chunk."""
+    tile, in chunks of same-shape tiles (in parallel processes when there is enough work).
+    ``progress(done, total)`` after each chunk; ``disk=False`` keeps new reductions in memory only."""
     cache = default_cache() if cache is None else cache
     keys = [tile_key(s) for s in subs]
     out: dict[str, TileReduction] = {}
@@ -254,32 +392,33 @@ def reduce_tiles(subs: Sequence[Subarray], cache: TileCache | None = None, jobs:
             out[k] = red
     if todo:
         items = list(todo.items())
-        work = sum(_unknowns(s) for _, s in items)
+        chunks = _chunks(items)
         jobs = n_jobs() if jobs is None else max(1, jobs)
-        if jobs > 1 and work >= PARALLEL_MIN_UNKNOWNS and len(items) > 1:
+        work = sum(_work_s(s) for _, s in items)
+        if jobs > 1 and work >= PARALLEL_MIN_SECONDS and len(chunks) > 1:
             from joblib import Parallel, delayed
 
-            n_chunks = min(len(items), jobs * CHUNKS_PER_JOB)
-            chunks = [list(c) for c in np.array_split(np.arange(len(items)), n_chunks) if c.size]
-            done = 0
-            results = Parallel(n_jobs=jobs, return_as="generator")(
-                delayed(_reduce_many)([items[i][1] for i in c]) for c in chunks)
-            for c, reds in zip(chunks, results, strict=True):
-                for i, red in zip(c, reds, strict=True):
-                    out[items[i][0]] = red
-                    cache.put(items[i][0], red, _unknowns(items[i][1]) >= DISK_MIN_UNKNOWNS)
-                done += len(c)
-                if progress:
-                    progress(done, len(items))
+            results: Any = Parallel(n_jobs=jobs, return_as="generator")(
+                delayed(_reduce_group)([items[i][1] for i in c]) for c in chunks)
         else:
-            for i, (k, s) in enumerate(items):
-                red = reduce_tile(s)
-                out[k] = red
-                cache.put(k, red, _unknowns(s) >= DISK_MIN_UNKNOWNS)
-                if progress and (i + 1) % 16 == 0:
-                    progress(i + 1, len(items))
+            results = (_reduce_group([items[i][1] for i in c]) for c in chunks)
+        done = 0
+        for c, reds in zip(chunks, results, strict=True):
+            for i, red in zip(c, reds, strict=True):
+                key, sub = items[i]
+                out[key] = red
+                cache.put(key, red, disk and _unknowns(sub) >= DISK_MIN_UNKNOWNS)
+            done += len(c)
+            if progress:
+                progress(done, len(items))
         cache.stats["solved"] += len(items)
     return [out[k] for k in keys]
+
+
+def _work_s(sub: Subarray) -> float:
+    """Rough seconds of one tile's reduction on one core (2 ms for 32x32 with wires)."""
+    n, m = sub.rows, sub.cols
+    return 2e-3 * n * m * (n + 2 * m) ** 2 / (32 * 32 * 96**2)
 
 
 def _unknowns(sub: Subarray) -> int:
