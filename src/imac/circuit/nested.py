@@ -42,7 +42,8 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg.blas import dsyrk
+from scipy.linalg import lapack
+from scipy.linalg.blas import dsyrk, dtrsm
 
 from imac.circuit.netlist import Subarray
 from imac.errors import SolverError
@@ -94,44 +95,35 @@ class TileKey:
         return np.arange(start, start + size)
 
 
-@dataclass
-class _Node:
-    r0: int
-    c0: int
-    key: TileKey
-    children: tuple[_Node, _Node] | None = None
-    side_by_side: bool = False  # children split the columns (True) or the rows (False)
-
-    @property
-    def cells(self) -> int:
-        return self.key.h * self.key.w
-
-
 def _split(size: int, leaf: int) -> int:
-    """First part of a split: the largest leaf * 2^k below ``size`` (uniform tile shapes)."""
+    """First part of a split: the largest leaf * 2^k up to half of ``size``.
+
+    Power-of-two multiples of the leaf keep most tiles the same shape (one stacked group);
+    taking at most half pushes a remainder (the bias row of a 1025-row array) down the tree
+    to a leaf instead of making it a separator of its own at the top (a 1024 + 1 split would
+    cost a full-width merge for one row).
+    """
     a = leaf
-    while 2 * a < size:
+    while 4 * a <= size:
         a *= 2
     return a
 
 
-def build_tree(rows: int, cols: int, r0: int = 0, h: int | None = None, c0: int = 0,
-               w: int | None = None) -> _Node:
-    """The nested-dissection tree of the region [r0, r0+h) x [c0, c0+w) of a rows x cols array."""
-    h = rows if h is None else h
-    w = cols if w is None else w
-    key = TileKey(h, w, r0 > 0, c0 + w < cols, c0 == 0, r0 + h == rows)
+def split(key: TileKey) -> tuple[TileKey, tuple[int, int], TileKey, tuple[int, int], bool] | None:
+    """The two halves of a tile (keys and offsets) and whether they sit side by side; None for a leaf."""
+    h, w = key.h, key.w
     if h <= LEAF_ROWS and w <= LEAF_COLS:
-        return _Node(r0, c0, key)
+        return None
     # a column cut shares h ports, a row cut 2w: cut where the separator is smaller
-    by_cols = h <= LEAF_ROWS or (w > LEAF_COLS and h <= 2 * w)
-    if by_cols:
+    if h <= LEAF_ROWS or (w > LEAF_COLS and h <= 2 * w):
         a = _split(w, LEAF_COLS)
-        kids = (build_tree(rows, cols, r0, h, c0, a), build_tree(rows, cols, r0, h, c0 + a, w - a))
-    else:
-        a = _split(h, LEAF_ROWS)
-        kids = (build_tree(rows, cols, r0, a, c0, w), build_tree(rows, cols, r0 + a, h - a, c0, w))
-    return _Node(r0, c0, key, kids, by_cols)
+        left = TileKey(h, a, key.has_t, True, key.is_l, key.is_b)
+        right = TileKey(h, w - a, key.has_t, key.has_r, False, key.is_b)
+        return left, (0, 0), right, (0, a), True
+    a = _split(h, LEAF_ROWS)
+    top = TileKey(a, w, key.has_t, key.has_r, key.is_l, False)
+    bottom = TileKey(h - a, w, True, key.has_r, key.is_l, key.is_b)
+    return top, (0, 0), bottom, (a, 0), False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +140,22 @@ class MergePlan:
     pa: np.ndarray  # ... and their place in the merged layout
     kb: np.ndarray
     pb: np.ndarray
+
+    @property
+    def shared_a(self) -> slice:
+        return slice(int(self.sa[0]), int(self.sa[-1]) + 1)
+
+    @property
+    def shared_b(self) -> slice:
+        return slice(int(self.sb[0]), int(self.sb[-1]) + 1)
+
+    @property
+    def runs_a(self) -> list[tuple[slice, slice]]:
+        return _paired_runs(self.ka, self.pa)
+
+    @property
+    def runs_b(self) -> list[tuple[slice, slice]]:
+        return _paired_runs(self.kb, self.pb)
 
 
 @lru_cache(maxsize=4096)
@@ -178,16 +186,16 @@ def merge_plan(a: TileKey, b: TileKey, side_by_side: bool) -> MergePlan:
 def merge_stacked(SA: np.ndarray, SB: np.ndarray, plan: MergePlan) -> np.ndarray:
     """Merge stacks of tiles (T, Pa, Pa) and (T, Pb, Pb) into (T, P, P)."""
     t, p, k = SA.shape[0], plan.key.n_ports, plan.sa.size
-    sa, sb, ka, kb, pa, pb = plan.sa, plan.sb, plan.ka, plan.kb, plan.pa, plan.pb
     if t == 1 and p >= LARGE_PORTS:
         return merge_one(SA[0], SB[0], plan)[None]
-    M_ii = SA[:, sa[:, None], sa] + SB[:, sb[:, None], sb]
+    sa, sb, ra, rb = plan.shared_a, plan.shared_b, plan.runs_a, plan.runs_b
+    M_ii = SA[:, sa, sa] + SB[:, sb, sb]
     M_ik = np.zeros((t, k, p))
-    M_ik[:, :, pa] = SA[:, sa[:, None], ka]
-    M_ik[:, :, pb] = SB[:, sb[:, None], kb]
+    _copy_block(M_ik, SA, [(sa, slice(0, k))], ra)
+    _copy_block(M_ik, SB, [(sb, slice(0, k))], rb)
     out = np.zeros((t, p, p))
-    out[:, pa[:, None], pa] = SA[:, ka[:, None], ka]
-    out[:, pb[:, None], pb] = SB[:, kb[:, None], kb]
+    _copy_block(out, SA, ra, ra)
+    _copy_block(out, SB, rb, rb)
     try:
         X = np.linalg.solve(M_ii, M_ik)
     except np.linalg.LinAlgError:
@@ -196,27 +204,74 @@ def merge_stacked(SA: np.ndarray, SB: np.ndarray, plan: MergePlan) -> np.ndarray
     return out
 
 
+def _paired_runs(src: np.ndarray, dst: np.ndarray) -> list[tuple[slice, slice]]:
+    """Split an index map src -> dst into runs contiguous in both (block copies by slicing)."""
+    if src.size == 0:
+        return []
+    cut = np.flatnonzero((np.diff(src) != 1) | (np.diff(dst) != 1)) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [src.size]])
+    return [(slice(int(src[a]), int(src[b - 1]) + 1), slice(int(dst[a]), int(dst[b - 1]) + 1))
+            for a, b in zip(starts, stops, strict=True)]
+
+
+def _copy_block(out: np.ndarray, S: np.ndarray, rows: list[tuple[slice, slice]],
+                cols: list[tuple[slice, slice]]) -> None:
+    """out[..., dst_rows, dst_cols] = S[..., src_rows, src_cols], run by run (last two axes)."""
+    for rs, rd in rows:
+        for cs, cd in cols:
+            out[..., rd, cd] = S[..., rs, cs]
+
+
+# LAPACK dpotrf (OpenBLAS) goes multi-threaded from n = 128 on and then collapses on a loaded
+# machine (measured: 512x512 in 0.7 s instead of 4 ms); below that it is single-threaded and
+# fast.  So Cholesky is done recursively: small diagonal blocks by dpotrf, the rest by dtrsm
+# and dsyrk, which stay efficient.
+_POTRF_BLOCK = 96
+
+
+def cholesky_lower(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor (Fortran order) of the SPD matrix A; only A's lower triangle is read."""
+    n = A.shape[0]
+    if n <= _POTRF_BLOCK:
+        L, info = lapack.dpotrf(A, lower=1, clean=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("matrix is not positive definite")
+        return np.asarray(L)
+    h = n // 2
+    L11 = cholesky_lower(A[:h, :h])
+    L21 = dtrsm(1.0, L11, A[h:, :h], side=1, lower=1, trans_a=1)  # A21 L11^-T
+    A22 = dsyrk(-1.0, L21, beta=1.0, c=np.asfortranarray(A[h:, h:]), lower=1, overwrite_c=1)
+    L = np.zeros((n, n), order="F")
+    L[:h, :h] = L11
+    L[h:, :h] = L21
+    L[h:, h:] = cholesky_lower(A22)
+    return L
+
+
 def merge_one(SA: np.ndarray, SB: np.ndarray, plan: MergePlan) -> np.ndarray:
     """Merge two large tiles: Cholesky of the separator and a symmetric rank-k update."""
-    p = plan.key.n_ports
-    sa, sb, ka, kb, pa, pb = plan.sa, plan.sb, plan.ka, plan.kb, plan.pa, plan.pb
-    M_ii = SA[np.ix_(sa, sa)] + SB[np.ix_(sb, sb)]
-    M_ik = np.zeros((sa.size, p))
-    M_ik[:, pa] = SA[np.ix_(sa, ka)]
-    M_ik[:, pb] = SB[np.ix_(sb, kb)]
+    p, k = plan.key.n_ports, plan.sa.size
+    sa, sb, ra, rb = plan.shared_a, plan.shared_b, plan.runs_a, plan.runs_b
+    M_ii = SA[sa, sa] + SB[sb, sb]
+    M_ik = np.zeros((k, p), order="F")
     out = np.zeros((p, p), order="F")
-    out[np.ix_(pa, pa)] = SA[np.ix_(ka, ka)]
-    out[np.ix_(pb, pb)] = SB[np.ix_(kb, kb)]
+    _copy_block(M_ik, SA, [(sa, slice(0, k))], ra)
+    _copy_block(M_ik, SB, [(sb, slice(0, k))], rb)
+    _copy_block(out, SA, ra, ra)
+    _copy_block(out, SB, rb, rb)
     try:
-        L = sla.cholesky(M_ii, lower=True, overwrite_a=True, check_finite=False)
+        L = cholesky_lower(np.asfortranarray(M_ii))
     except np.linalg.LinAlgError:
         raise SolverError("singular separator in the nested-dissection merge") from None
-    W = sla.solve_triangular(L, M_ik, lower=True, overwrite_b=True, check_finite=False)
+    W = dtrsm(1.0, L, M_ik, side=0, lower=1, overwrite_b=1)  # L^-1 M_ik
     out = dsyrk(-1.0, W, beta=1.0, c=out, trans=1, lower=1, overwrite_c=1)
-    # dsyrk updates one triangle: mirror it
-    iu = np.triu_indices(p, 1)
-    out[iu] = out.T[iu]
-    return np.ascontiguousarray(out)
+    # dsyrk updated the lower triangle: mirror it block by block
+    step = 512
+    for j0 in range(0, p, step):
+        j1 = min(j0 + step, p)
+        out[j0:j1, j1:] = out[j1:, j0:j1].T
+    return out.T  # symmetric: the C-ordered view of the same matrix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,11 +282,10 @@ def merge_one(SA: np.ndarray, SB: np.ndarray, plan: MergePlan) -> np.ndarray:
 @dataclass(frozen=True)
 class LeafPlan:
     n_local: int
+    n_ports: int  # local nodes 0 .. n_ports-1 are the ports, in the tile's port order; then the interior
     a: np.ndarray  # edge ends (local indices)
     b: np.ndarray
     inc: np.ndarray  # (edges, n_local): 1 where an edge touches a node (diagonal stamps)
-    ports: np.ndarray  # local indices in the tile's port order
-    interior: np.ndarray
     # edge groups in order: left (h), along x (h*(w-1)), x-p (h*w), x-q (h*w), top (2w),
     # along p/q (2*(h-1)*w), into the ends (2w)
     counts: tuple[int, ...]
@@ -258,15 +312,19 @@ def leaf_plan(key: TileKey) -> LeafPlan:
         (np.concatenate([P[:-1].ravel(), Q[:-1].ravel()]), np.concatenate([P[1:].ravel(), Q[1:].ravel()])),
         (np.stack([P[-1], Q[-1]], axis=1).ravel() if key.is_b else E, E),
     ]
-    a = np.concatenate([g[0] for g in groups])
-    b = np.concatenate([g[1] for g in groups])
-    inc = np.zeros((a.size, n_local))
-    inc[np.arange(a.size), a] = 1.0
-    inc[np.arange(a.size), b] = 1.0
     bottom = E if key.is_b else np.stack([P[-1], Q[-1]], axis=1).ravel()
     ports = np.concatenate([L, X[:, -1] if key.has_r else L[:0], T, bottom])
     interior = np.setdiff1d(np.arange(n_local), ports)
-    return LeafPlan(n_local, a, b, inc, ports, interior, tuple(g[0].size for g in groups))
+    # renumber: ports first (in the tile's port order), then the interior, so that the blocks
+    # of the local matrix are slices
+    new = np.empty(n_local, dtype=np.int64)
+    new[np.concatenate([ports, interior])] = np.arange(n_local)
+    a = new[np.concatenate([g[0] for g in groups])]
+    b = new[np.concatenate([g[1] for g in groups])]
+    inc = np.zeros((a.size, n_local))
+    inc[np.arange(a.size), a] = 1.0
+    inc[np.arange(a.size), b] = 1.0
+    return LeafPlan(n_local, ports.size, a, b, inc, tuple(g[0].size for g in groups))
 
 
 def leaves_stacked(sub: Subarray, key: TileKey, r0s: np.ndarray, c0s: np.ndarray) -> np.ndarray:
@@ -293,13 +351,13 @@ def leaves_stacked(sub: Subarray, key: TileKey, r0s: np.ndarray, c0s: np.ndarray
     M[:, plan.b, plan.a] = -vals
     diag = np.arange(plan.n_local)
     M[:, diag, diag] = vals @ plan.inc
-    pi, ii = plan.ports, plan.interior
-    M_pp = M[:, pi[:, None], pi]
-    if ii.size == 0:
+    n_p = plan.n_ports
+    M_pp = M[:, :n_p, :n_p]
+    if n_p == plan.n_local:
         return M_pp
-    M_ip = M[:, ii[:, None], pi]
+    M_ip = M[:, n_p:, :n_p]
     try:
-        X = np.linalg.solve(M[:, ii[:, None], ii], M_ip)
+        X = np.linalg.solve(M[:, n_p:, n_p:], M_ip)
     except np.linalg.LinAlgError:
         raise SolverError("singular leaf in the nested-dissection reduction") from None
     return M_pp - np.swapaxes(M_ip, 1, 2) @ X
@@ -310,57 +368,136 @@ def leaves_stacked(sub: Subarray, key: TileKey, r0s: np.ndarray, c0s: np.ndarray
 # ---------------------------------------------------------------------------------------------
 
 
-def _solve_stacked(sub: Subarray, root: _Node) -> np.ndarray:
-    """Port matrix of ``root`` by processing its subtree level by level in stacks."""
-    levels: list[list[_Node]] = []
-    height: dict[int, int] = {}
+Ref = tuple[int, int]  # (group, index in the group's stack)
 
-    def visit(node: _Node) -> int:
-        if node.children is None:
-            lvl = 0
+
+@dataclass(frozen=True)
+class Gather:
+    """Where the tiles of one side of a merge group come from: (group, indices, positions)."""
+
+    parts: tuple[tuple[int, np.ndarray, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Breadth-first plan of a tile's subtree, relative to the tile's origin.
+
+    Groups run in order: first the leaf groups (one per leaf class), then the merge groups
+    (one per (class A, class B, direction) and level); each produces one stack of tiles.
+    """
+
+    leaves: tuple[tuple[TileKey, np.ndarray, np.ndarray], ...]  # class, row and column offsets
+    merges: tuple[tuple[MergePlan, Gather, Gather], ...]
+    last_use: tuple[int, ...]  # per group: the group after which its stack can be freed
+
+
+def _gather(refs: list[Ref]) -> Gather:
+    src = np.array([r[0] for r in refs])
+    idx = np.array([r[1] for r in refs])
+    parts = []
+    for g in np.unique(src):
+        pos = np.flatnonzero(src == g)
+        parts.append((int(g), idx[pos], pos))
+    return Gather(tuple(parts))
+
+
+@lru_cache(maxsize=64)
+def schedule(key: TileKey) -> Schedule:
+    """The breadth-first schedule of a tile class (cached: interior tiles share one)."""
+    # nodes: (key, r0, c0, children or None, side_by_side), numbered in post-order
+    nodes: list[tuple[TileKey, int, int, tuple[int, int] | None, bool]] = []
+    height: list[int] = []
+
+    def build(k: TileKey, r0: int, c0: int) -> int:
+        parts = split(k)
+        if parts is None:
+            nodes.append((k, r0, c0, None, False))
+            height.append(0)
         else:
-            lvl = 1 + max(visit(node.children[0]), visit(node.children[1]))
-        height[id(node)] = lvl
-        while len(levels) <= lvl:
-            levels.append([])
-        levels[lvl].append(node)
-        return lvl
+            ka, (ra, ca), kb, (rb, cb), sbs = parts
+            ia = build(ka, r0 + ra, c0 + ca)
+            ib = build(kb, r0 + rb, c0 + cb)
+            nodes.append((k, r0, c0, (ia, ib), sbs))
+            height.append(1 + max(height[ia], height[ib]))
+        return len(nodes) - 1
 
-    visit(root)
-    mats: dict[int, np.ndarray] = {}
-    leaf_groups: dict[TileKey, list[_Node]] = {}
-    for node in levels[0]:
-        leaf_groups.setdefault(node.key, []).append(node)
-    for key, nodes in leaf_groups.items():
-        out = leaves_stacked(sub, key, np.array([n.r0 for n in nodes]), np.array([n.c0 for n in nodes]))
-        for i, n in enumerate(nodes):
-            mats[id(n)] = out[i]
-    for lvl in levels[1:]:
-        groups: dict[tuple[TileKey, TileKey, bool], list[_Node]] = {}
-        for node in lvl:
-            assert node.children is not None
-            a, b = node.children
-            groups.setdefault((a.key, b.key, node.side_by_side), []).append(node)
-        for (ka, kb, sbs), nodes in groups.items():
-            plan = merge_plan(ka, kb, sbs)
-            kids = [n.children for n in nodes]
-            SA = np.stack([mats.pop(id(c[0])) for c in kids if c is not None])
-            SB = np.stack([mats.pop(id(c[1])) for c in kids if c is not None])
-            out = merge_stacked(SA, SB, plan)
-            del SA, SB
-            for i, n in enumerate(nodes):
-                mats[id(n)] = out[i]
-    return mats[id(root)]
+    root = build(key, 0, 0)
+    ref: dict[int, Ref] = {}
+    leaf_groups: dict[TileKey, list[int]] = {}
+    for i, (k, _, _, kids, _) in enumerate(nodes):
+        if kids is None:
+            leaf_groups.setdefault(k, []).append(i)
+    leaves = []
+    for g, (k, members) in enumerate(leaf_groups.items()):
+        leaves.append((k, np.array([nodes[i][1] for i in members]), np.array([nodes[i][2] for i in members])))
+        for j, i in enumerate(members):
+            ref[i] = (g, j)
+    merges = []
+    consumers: dict[int, int] = {}
+    group = len(leaves)
+    for lvl in range(1, height[root] + 1):
+        groups: dict[tuple[TileKey, TileKey, bool], list[int]] = {}
+        for i, (_, _, _, kids, sbs) in enumerate(nodes):
+            if kids is not None and height[i] == lvl:
+                groups.setdefault((nodes[kids[0]][0], nodes[kids[1]][0], sbs), []).append(i)
+        for (ka, kb, sbs), members in groups.items():
+            kid_pairs = [nodes[i][3] for i in members]
+            refs_a = [ref[c[0]] for c in kid_pairs if c is not None]
+            refs_b = [ref[c[1]] for c in kid_pairs if c is not None]
+            for r in refs_a + refs_b:
+                consumers[r[0]] = group
+            merges.append((merge_plan(ka, kb, sbs), _gather(refs_a), _gather(refs_b)))
+            for j, i in enumerate(members):
+                ref[i] = (group, j)
+            group += 1
+    assert ref[root] == (group - 1, 0)
+    last_use = tuple(consumers.get(g, g) for g in range(group))
+    return Schedule(tuple(leaves), tuple(merges), last_use)
 
 
-def _solve_node(sub: Subarray, node: _Node, chunk_cells: int) -> np.ndarray:
-    if node.cells <= chunk_cells or node.children is None:
-        return _solve_stacked(sub, node)
-    a, b = node.children
-    SA = _solve_node(sub, a, chunk_cells)
-    SB = _solve_node(sub, b, chunk_cells)
-    plan = merge_plan(a.key, b.key, node.side_by_side)
-    return merge_stacked(SA[None], SB[None], plan)[0]
+def _take(stacks: list[np.ndarray | None], gather: Gather, n: int) -> np.ndarray:
+    if len(gather.parts) == 1:
+        g, idx, _ = gather.parts[0]
+        src = stacks[g]
+        assert src is not None
+        return src[idx]
+    first = stacks[gather.parts[0][0]]
+    assert first is not None
+    out = np.empty((n, *first.shape[1:]))
+    for g, idx, pos in gather.parts:
+        src = stacks[g]
+        assert src is not None
+        out[pos] = src[idx]
+    return out
+
+
+def _solve_stacked(sub: Subarray, key: TileKey, r0: int, c0: int) -> np.ndarray:
+    """Port matrix of the tile (key, r0, c0), its subtree processed level by level in stacks."""
+    sched = schedule(key)
+    stacks: list[np.ndarray | None] = []
+    for k, rr, cc in sched.leaves:
+        stacks.append(leaves_stacked(sub, k, r0 + rr, c0 + cc))
+    for plan, ga, gb in sched.merges:
+        n = sum(p[1].size for p in ga.parts)
+        out = merge_stacked(_take(stacks, ga, n), _take(stacks, gb, n), plan)
+        stacks.append(out)
+        done = len(stacks) - 1
+        for g, last in enumerate(sched.last_use):
+            if last == done and g != done:
+                stacks[g] = None
+    root = stacks[-1]
+    assert root is not None
+    return root[0]
+
+
+def _solve_tile(sub: Subarray, key: TileKey, r0: int, c0: int, chunk_cells: int) -> np.ndarray:
+    parts = split(key)
+    if key.h * key.w <= chunk_cells or parts is None:
+        return _solve_stacked(sub, key, r0, c0)
+    ka, (ra, ca), kb, (rb, cb), sbs = parts
+    SA = _solve_tile(sub, ka, r0 + ra, c0 + ca, chunk_cells)
+    SB = _solve_tile(sub, kb, r0 + rb, c0 + cb, chunk_cells)
+    return merge_stacked(SA[None], SB[None], merge_plan(ka, kb, sbs))[0]
 
 
 def terminal_matrix(sub: Subarray, chunk_cells: int = CHUNK_CELLS) -> np.ndarray:
@@ -371,8 +508,8 @@ def terminal_matrix(sub: Subarray, chunk_cells: int = CHUNK_CELLS) -> np.ndarray
     """
     if not (sub.r_vertical > 0 and sub.r_horizontal > 0):
         raise SolverError("the nested-dissection reduction needs positive wire resistance in both directions")
-    root = build_tree(sub.rows, sub.cols)
-    S = _solve_node(sub, root, chunk_cells)
+    root = TileKey(sub.rows, sub.cols, False, False, True, True)
+    S = _solve_tile(sub, root, 0, 0, chunk_cells)
     return 0.5 * (S + S.T)
 
 
