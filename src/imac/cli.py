@@ -68,11 +68,23 @@ def _load(config: str) -> Any:
 
 
 @config_app.command("show")
-def config_show(config: ConfigOpt = "paper") -> None:
-    """Print a configuration as validated YAML (all defaults filled in)."""
-    from imac.config import dump_spec
+def config_show(
+    config: ConfigOpt = "paper",
+    given: Annotated[bool, typer.Option(help="Only the values given (derived ones left out): a spec "
+                                        "file to start from.")] = False,
+) -> None:
+    """Print the whole resolved spec tree as YAML, each derived value marked `# derived: <from what>`."""
+    from imac.circuit.wires import cell_parasitics
+    from imac.config import dump_spec, show_spec
 
-    typer.echo(dump_spec(_load(config)))
+    spec = _load(config)
+    if given:
+        typer.echo(dump_spec(spec), nl=False)
+        return
+    par = cell_parasitics(spec.wires)
+    why = "size-effect resistivity x cell pitch / wire cross-section (imac.circuit.wires)"
+    typer.echo(show_spec(spec, {"wires.r_vertical_ohm": (par.r_vertical, why),
+                                "wires.r_horizontal_ohm": (par.r_horizontal, why)}), nl=False)
 
 
 @neuron_app.command("characterize")

@@ -28,6 +28,13 @@ _PARTIAL = "imac-partial-"  # hidden temp folders: .<name>.imac-partial-XXXX bes
 _OLD = "imac-old-"  # a replaced run directory, renamed aside until the new one is in place
 
 
+def cache_dir() -> Path:
+    """User cache folder: ``IMAC_CACHE_DIR`` or ``~/.cache/imac`` (data caches, neuron
+    characterizations, solved tiles: everything there can be deleted and is made again)."""
+    env = os.environ.get("IMAC_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

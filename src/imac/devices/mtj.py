@@ -1,4 +1,6 @@
-"""SOT-MRAM magnetic tunnel junction: resistance of the parallel and antiparallel states."""
+"""SOT-MRAM magnetic tunnel junction: resistance of the parallel and antiparallel states, over
+arrays of junctions and biases (the formulas are :meth:`imac.config.MTJSpec.tmr_at` and
+:meth:`~imac.config.MTJSpec.r_ap_at`, which the spec tree uses for its derived levels)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ def tmr_at_bias(spec: MTJSpec, v_bias: np.ndarray | float = 0.0) -> np.ndarray:
     """TMR at junction bias ``v_bias`` (V): TMR0 / (1 + (V/V_h)^2), or TMR0 when bias
     dependence is off (``tmr_half_bias_v`` is None)."""
     v = np.asarray(v_bias, dtype=float)
-    if spec.tmr_half_bias_v is None:
-        return np.full(v.shape, spec.tmr)
-    return spec.tmr / (1.0 + (v / spec.tmr_half_bias_v) ** 2)
+    return np.broadcast_to(np.asarray(spec.tmr_at(v), dtype=float), v.shape).copy()  # type: ignore[arg-type]
 
 
 def resistance(spec: MTJSpec, antiparallel: np.ndarray | bool, v_bias: np.ndarray | float = 0.0) -> np.ndarray:

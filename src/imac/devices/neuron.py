@@ -16,6 +16,8 @@ Supplies 0 and V_DD.  The circuit is inverting: a falling sigmoid from ~V_DD to 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from scipy.optimize import least_squares
 from imac.circuit.spice import find_model_card, include_line, run_ngspice, spice_timeout_s
 from imac.config import NeuronSpec, check_spice_name
 from imac.devices.neuron_curve import NeuronCurve
-from imac.errors import SpiceError
+from imac.errors import DataError, SpiceError
 from imac.provenance import record_data
 
 I_TEST_A = 1e-6  # small-signal test current for the output resistance, A
@@ -237,7 +239,8 @@ def characterize(
         iv_z_v=tuple(iv_z.tolist()),
         iv_v_out_v=tuple(iv_v.tolist()),
         iv_i_out_a=tuple(map(tuple, i_out.tolist())),
-        meta={"source": "ngspice", "model_card": card.name, "spec": spec.model_dump(mode="json")},
+        meta={"source": "ngspice", "model_card": card.name, "spec": spec.model_dump(mode="json"),
+              "key": neuron_key(spec, card, terms)},
     )
     return NeuronCharacterization(
         z_v=z,
@@ -251,6 +254,42 @@ def characterize(
         spec=spec,
         model_card=card,
     )
+
+
+def neuron_key(spec: NeuronSpec, card: Path, terms: int = 2) -> str:
+    """What a neuron characterization depends on, hashed: the resolved neuron spec (its MTJs,
+    supply, transistors, sweeps), the model card's content and the analysis settings."""
+    from imac.provenance import file_sha256
+
+    what = {"spec": spec.model_dump(mode="json", exclude={"model_card"}), "card_sha256": file_sha256(card),
+            "terms": terms, "iv_step_v": IV_STEP_V, "i_test_a": I_TEST_A, "loads_ohm": list(LOAD_RESISTANCES_OHM)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def neuron_curve(spec: NeuronSpec, terms: int = 2, progress: Any = None) -> NeuronCurve:
+    """The fitted curve of this neuron: the shipped fit when it was made for exactly this neuron
+    and model card, else a cached characterization (``<cache>/neuron/<key>.json``), else a fresh
+    ngspice characterization (a few seconds), cached for the next time.  A curve made for
+    another design is never used."""
+    from imac.devices.neuron_curve import default_neuron_curve
+    from imac.io import cache_dir
+
+    card = find_model_card(spec.model_card)
+    key = neuron_key(spec, card, terms)
+    shipped = default_neuron_curve()
+    if shipped.meta.get("key") == key:
+        return shipped
+    path = cache_dir() / "neuron" / f"{key}.json"
+    if path.is_file():
+        try:
+            return NeuronCurve.load(path)
+        except DataError:
+            path.unlink(missing_ok=True)  # a corrupt cache entry is made again
+    if progress is not None:
+        progress(f"characterizing the neuron in ngspice (design {key}, not in the cache)")
+    curve = characterize(spec, terms=terms).curve
+    curve.save(path)
+    return curve
 
 
 def plot_characterization(ch: NeuronCharacterization, axes: Any = None) -> Any:

@@ -278,15 +278,11 @@ def _curve(model: Any) -> Any:
 
 
 def hardware_curve(spec: ImacSpec) -> Any:
-    """The neuron the hardware has: the shipped characterization of the default neuron, or a
-    fresh ngspice characterization when the spec's neuron differs from the default."""
-    from imac.config import NeuronSpec
-    from imac.devices.neuron import characterize
-    from imac.devices.neuron_curve import default_neuron_curve
+    """The neuron the hardware has: its characterization keyed by everything it depends on
+    (:func:`imac.devices.neuron.neuron_curve`: shipped, cached or run now in ngspice)."""
+    from imac.devices.neuron import neuron_curve
 
-    if spec.neuron == NeuronSpec():
-        return default_neuron_curve()
-    return characterize(spec.neuron).curve
+    return neuron_curve(spec.neuron)
 
 
 def _best_of(fn: Any, repeat: int = 3) -> float:

@@ -44,7 +44,7 @@ from typing import ClassVar
 import numpy as np
 
 from imac.errors import DataError
-from imac.io import atomic_write_bytes
+from imac.io import atomic_write_bytes, cache_dir
 from imac.provenance import file_sha256, record_data, repo_root
 
 MNIST_FILES = {
@@ -118,12 +118,6 @@ class Dataset:
 
 
 # -- places --------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """User cache folder: ``IMAC_CACHE_DIR`` or ``~/.cache/imac``."""
-    env = os.environ.get("IMAC_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
-
-
 def _authoritative_root(why: str, path: Path) -> Path:
     if not path.exists():
         raise DataError(f"{why} {path} does not exist")

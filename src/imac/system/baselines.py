@@ -5,10 +5,13 @@
   digital logic, and DACs drive the next layer's input lines.  Arrays are powered only during
   their own layer's read.  Accuracy: the tiles' behavioural outputs quantized by the ADC over a
   range set on the batch (+-4 sigma of the tile outputs), then an exact digital neuron.
-* **Digital CPU**: every multiply-accumulate in fp32 on a CPU datapath, weights read from SRAM.
+* **Digital CPU**: the FC layers in fp32 on the design's mobile core (``spec.cpu``), priced by the
+  one CPU model of :mod:`imac.system.cpu` (MACs, element-wise sigmoids, instructions, memory,
+  static power).
 * **Digital GPU**: a mobile GPU, whose latency for such small layers is the kernel launches.
 
-Every parameter lives in :class:`imac.config.BaselineSpec` with its source.
+Every parameter lives in :class:`imac.config.BaselineSpec` (or, for the CPU, the core spec) with
+its source.
 """
 
 from __future__ import annotations
@@ -82,20 +85,26 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
 
 
 def digital(net: CompiledNetwork, labels: np.ndarray | None, acc_software: float | None) -> list[dict[str, Any]]:
-    """CPU and GPU versions of the same network (accuracy = the software binary network)."""
-    b = net.netmap.spec.baselines
+    """CPU and GPU versions of the same network (accuracy = the software binary network).
+
+    The CPU runs the FC layers and their sigmoids in fp32 on the design's core (``spec.cpu``),
+    priced by the one CPU model (:mod:`imac.system.cpu`); the GPU's latency is its kernel launches.
+    """
+    from imac.system.cpu import estimate, mlp_workload
+
+    spec = net.netmap.spec
+    b = spec.baselines
     layers = [lm.layer for lm in net.netmap.layers]
-    macs = sum(lay.fan_in * lay.fan_out + lay.fan_out for lay in layers)
-    weight_bytes = 4 * macs
-    cpu_t = macs / b.cpu_macs_per_s
-    cpu_e = macs * b.cpu_mac_j + weight_bytes * b.cpu_sram_j_per_byte
+    sizes = [layers[0].fan_in, *(lay.fan_out for lay in layers)]
+    cpu = estimate(spec.cpu, mlp_workload(sizes, activation="Sigmoid", name="imac head"), "fp32")
+    macs = cpu.macs
     gpu_t = len(layers) * b.gpu_kernel_launch_s
     gpu_e = b.gpu_power_w * gpu_t
     return [
-        {"design": "digital-cpu", "latency_s": cpu_t, "energy_per_inference_j": cpu_e, "power_w": cpu_e / cpu_t,
-         "accuracy": acc_software, "macs": macs,
-         "breakdown": [{"component": "mac", "energy_j": macs * b.cpu_mac_j},
-                       {"component": "sram", "energy_j": weight_bytes * b.cpu_sram_j_per_byte}]},
+        {"design": "digital-cpu", "latency_s": cpu.latency_s, "energy_per_inference_j": cpu.energy_j,
+         "power_w": cpu.energy_j / cpu.latency_s, "accuracy": acc_software, "macs": macs, "core": spec.cpu.name,
+         "breakdown": [{"component": c.removeprefix("energy_").removesuffix("_j"), "energy_j": e}
+                       for c, e in cpu.component_totals().items()]},
         {"design": "digital-gpu", "latency_s": gpu_t, "energy_per_inference_j": gpu_e, "power_w": b.gpu_power_w,
          "accuracy": acc_software, "macs": macs,
          "breakdown": [{"component": "kernel launches", "energy_j": gpu_e}]},

@@ -19,9 +19,11 @@ The model (see ``docs/cpu_model.md`` for the derivation and the check against Py
 Every preset parameter carries its public source in :attr:`CpuCoreSpec.sources` (a validator
 refuses a preset without one).  Units are SI: hertz, seconds, joules, watts, bytes.
 
-Presets: ``cortex-a53`` (Raspberry Pi 3 B+), ``cortex-a76`` (Raspberry Pi 5) and ``host`` (the
-machine this runs on, read from ``/proc/cpuinfo`` and ``/sys``).  ``python -m imac.system.cpu``
-prints the per-layer tables and, with ``--check``, the model/measured ratio against PyTorch.
+The core is :class:`imac.config.CpuCoreSpec` (the ``cpu`` section of the one spec tree).  Presets:
+``cortex-a53`` (Raspberry Pi 3 B+) and ``cortex-a76`` (Raspberry Pi 5) as YAML files under
+``configs/cores/``, and ``host`` (the machine this runs on, read from ``/proc/cpuinfo`` and
+``/sys``).  ``python -m imac.system.cpu`` prints the per-layer tables and, with ``--check``, the
+model/measured ratio against PyTorch.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
-
-from imac.config import Spec, parse_spec, read_yaml
+from imac.config import DEFAULT_CORE, CpuCoreSpec, core_data, core_preset_names, parse_spec
+from imac.config.horowitz import H45_SOURCE, SCALING_RULE, scale_energy, sram_energy_45nm
+from imac.config.system import BYTES_PER_ELEMENT
 from imac.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported lazily inside the functions that need it
@@ -47,22 +49,11 @@ if TYPE_CHECKING:  # torch is imported lazily inside the functions that need it
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-BYTES_PER_ELEMENT = {"fp32": 4, "int8": 1}
 BIAS_BYTES = {"fp32": 4, "int8": 4}  # int8 kernels keep int32 biases (accumulator width)
 
-# -- Horowitz 2014 ("Computing's energy problem (and what we can do about it)", ISSCC 2014,
-#    45 nm, 0.9 V) and the node scaling rule used for every core ----------------------------------
-H45_NODE_NM = 45.0
-H45_VDD_V = 0.9
-H45_FP32_MAC_J = 3.7e-12 + 0.9e-12  # fp32 multiply 3.7 pJ + fp32 add 0.9 pJ
-H45_INT8_MAC_J = 0.2e-12 + 0.1e-12  # int8 multiply 0.2 pJ + int32 accumulate 0.1 pJ
-H45_FP32_OP_J = 0.9e-12  # fp32 add (an element-wise op: compare, add, scale)
-H45_INT8_OP_J = 0.03e-12  # int8 add
-H45_INSTRUCTION_J = 70e-12  # fetch/decode/register-file/control overhead of one instruction
-# SRAM read energy per 64-bit word vs array size (8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ)
-H45_SRAM_POINTS = ((8 * 1024, 10e-12 / 8), (32 * 1024, 20e-12 / 8), (1024 * 1024, 100e-12 / 8))
-H45_SOURCE = "Horowitz, 'Computing's energy problem', ISSCC 2014 (45 nm, 0.9 V)"
-SCALING_RULE = "E ~ C V^2 with C ~ feature size: E = E45 * (node/45 nm) * (V/0.9 V)^2"
+# Horowitz 2014 energies and the node scaling rule live in imac.config.horowitz (the cores'
+# derived energies use them); re-exported here for the reports
+__all__ = ["H45_SOURCE", "SCALING_RULE", "scale_energy", "sram_energy_45nm"]
 
 # Element-wise operations per output element of each non-MAC layer kind (our counts, stated so
 # they can be changed): tanh as a vectorized rational approximation (~7th/6th-order polynomials,
@@ -72,93 +63,7 @@ SIGMOID_OPS = 20
 REQUANT_OPS = 3  # int8: scale the int32 accumulator, round, clamp (per output element)
 
 
-def scale_energy(e45_j: float, node_nm: float, vdd_v: float) -> float:
-    """Scale a 45 nm / 0.9 V energy (J) to ``node_nm`` and ``vdd_v`` with :data:`SCALING_RULE`."""
-    return e45_j * (node_nm / H45_NODE_NM) * (vdd_v / H45_VDD_V) ** 2
-
-
-def sram_energy_45nm(size_bytes: float) -> float:
-    """SRAM read energy per byte (J) of an array of ``size_bytes`` at 45 nm.
-
-    Log-log interpolation through Horowitz's three points; beyond 1 MB the 32 KB-1 MB slope
-    (energy ~ size^0.46, close to the usual sqrt(size) wire-length rule) is extrapolated."""
-    pts = H45_SRAM_POINTS
-    if size_bytes <= pts[0][0]:
-        return pts[0][1]
-    for (s0, e0), (s1, e1) in itertools.pairwise(pts):
-        if size_bytes <= s1 or (s1, e1) == pts[-1]:
-            slope = math.log(e1 / e0) / math.log(s1 / s0)
-            return e0 * (size_bytes / s0) ** slope
-    raise AssertionError("unreachable")
-
-
-# -- specs -------------------------------------------------------------------------------------
-class CacheLevelSpec(Spec):
-    """One cache level as seen by a single core."""
-
-    name: str = Field(min_length=1, description="Level name, e.g. L1, L2, L3.")
-    size_bytes: int = Field(gt=0, description="Capacity available to the core, bytes.")
-    bandwidth_bytes_per_cycle: float = Field(gt=0, description="Sustained read bandwidth to the core, bytes/cycle.")
-    energy_j_per_byte: float = Field(gt=0, description="Access energy per byte, J/byte.")
-    source: str = Field(min_length=1, description="Public source of the numbers above.")
-
-
-class CpuCoreSpec(Spec):
-    """A CPU core for the analytical model: compute, cache hierarchy, DRAM, energies, leakage."""
-
-    name: str = Field(min_length=1, description="Preset name.")
-    description: str = Field("", description="The core and the SoC it stands for.")
-    node_nm: float = Field(gt=0, description="Process node used to scale the 45 nm energies, nm.")
-    vdd_v: float = Field(gt=0, description="Core supply used to scale the 45 nm energies, V.")
-    frequency_hz: float = Field(gt=0, description="Core clock, Hz.")
-    simd_width_bits: int = Field(gt=0, description="SIMD register width, bits (NEON 128, AVX-512 512).")
-    simd_pipes: int = Field(gt=0, description="SIMD multiply-accumulate pipes issuing one instruction each per cycle.")
-    fp32_macs_per_cycle: float = Field(gt=0, description="Peak fp32 MACs per cycle (all pipes).")
-    int8_macs_per_cycle: float = Field(gt=0, description="Peak int8 MACs per cycle (all pipes).")
-    int8_accumulator_bits: Literal[16, 32] = Field(
-        32, description="Accumulator lane width of the int8 MAC instruction (32: dot-product, 16: widening MLA)."
-    )
-    caches: tuple[CacheLevelSpec, ...] = Field(min_length=1, description="Cache levels, innermost first.")
-    dram_bandwidth_bytes_per_s: float = Field(gt=0, description="Sustained single-core DRAM bandwidth, bytes/s.")
-    dram_energy_j_per_byte: float = Field(gt=0, description="DRAM access + I/O energy per byte, J/byte.")
-    mac_energy_fp32_j: float = Field(gt=0, description="Energy of one fp32 MAC (datapath only), J.")
-    mac_energy_int8_j: float = Field(gt=0, description="Energy of one int8 MAC with int32 accumulate, J.")
-    op_energy_fp32_j: float = Field(gt=0, description="Energy of one fp32 element-wise op, J.")
-    op_energy_int8_j: float = Field(gt=0, description="Energy of one int8 element-wise op, J.")
-    instruction_energy_j: float = Field(ge=0, description="Overhead per (SIMD) instruction: fetch, decode, RF, J.")
-    static_power_w: float = Field(ge=0, description="Leakage of the core and its private caches, W.")
-    active_power_w: float | None = Field(
-        None, gt=0, description="Public whole-core active power under load, W: the top-down CPU energy "
-        "(power x modelled latency) that brackets the bottom-up one; None = unknown.")
-    layer_overhead_s: float = Field(
-        0.0, ge=0, description="Fixed software cost per layer call (framework dispatch), s; 0 = ideal runtime."
-    )
-    sources: dict[str, str] = Field(description="Field name -> public source (or 'our estimate: why').")
-
-    @model_validator(mode="after")
-    def _check(self) -> CpuCoreSpec:
-        sizes = [c.size_bytes for c in self.caches]
-        if sizes != sorted(sizes):
-            raise ValueError(f"cache levels must grow outwards, got sizes {sizes}")
-        names = [c.name for c in self.caches]
-        if len(set(names)) != len(names) or "DRAM" in names:
-            raise ValueError(f"cache level names must be unique and not 'DRAM', got {names}")
-        if self.simd_width_bits % 32:
-            raise ValueError("simd_width_bits must be a multiple of 32")
-        missing = [f for f in SOURCED_FIELDS if f not in self.sources]
-        if missing:
-            raise ValueError(f"every parameter needs a source; missing: {', '.join(missing)}")
-        return self
-
-    def lanes(self, precision: str) -> int:
-        """Output lanes of one MAC instruction (vectorized over output channels)."""
-        acc = 32 if precision == "fp32" else self.int8_accumulator_bits
-        return self.simd_width_bits // acc
-
-    def elementwise_lanes(self, precision: str) -> int:
-        return self.simd_width_bits // (8 * BYTES_PER_ELEMENT[precision])
-
-
+# -- cores: the spec is imac.config.CpuCoreSpec, the presets YAML files (imac.config.cores) ----------
 SOURCED_FIELDS = (
     "frequency_hz", "simd_width_bits", "simd_pipes", "fp32_macs_per_cycle", "int8_macs_per_cycle", "caches",
     "dram_bandwidth_bytes_per_s", "dram_energy_j_per_byte", "mac_energy_fp32_j", "mac_energy_int8_j",
@@ -167,266 +72,31 @@ SOURCED_FIELDS = (
 )
 
 
-# -- presets -----------------------------------------------------------------------------------
-def _horowitz_energies(node_nm: float, vdd_v: float) -> dict[str, float]:
-    s = scale_energy(1.0, node_nm, vdd_v)
-    return {
-        "mac_energy_fp32_j": H45_FP32_MAC_J * s, "mac_energy_int8_j": H45_INT8_MAC_J * s,
-        "op_energy_fp32_j": H45_FP32_OP_J * s, "op_energy_int8_j": H45_INT8_OP_J * s,
-        "instruction_energy_j": H45_INSTRUCTION_J * s,
-    }
-
-
-def _cache(name: str, size: int, bw: float, node_nm: float, vdd_v: float, source: str) -> dict[str, Any]:
-    return {"name": name, "size_bytes": size, "bandwidth_bytes_per_cycle": bw,
-            "energy_j_per_byte": scale_energy(sram_energy_45nm(size), node_nm, vdd_v),
-            "source": f"{source}; energy: {H45_SOURCE} SRAM read vs size, scaled ({SCALING_RULE})"}
-
-
-_ENERGY_SOURCES = {
-    "mac_energy_fp32_j": f"{H45_SOURCE}: fp32 mult 3.7 pJ + add 0.9 pJ, scaled ({SCALING_RULE})",
-    "mac_energy_int8_j": f"{H45_SOURCE}: int8 mult 0.2 pJ + int32 add 0.1 pJ, scaled ({SCALING_RULE})",
-    "op_energy_fp32_j": f"{H45_SOURCE}: fp32 add 0.9 pJ, scaled ({SCALING_RULE})",
-    "op_energy_int8_j": f"{H45_SOURCE}: int8 add 0.03 pJ, scaled ({SCALING_RULE})",
-    "instruction_energy_j": f"{H45_SOURCE}: ~70 pJ instruction overhead (I-cache, RF, control) of a 45 nm core, "
-    f"scaled ({SCALING_RULE}); paid once per SIMD instruction",
-    "layer_overhead_s": "0: an ideal, fused inference runtime (the model counts hardware only)",
-}
-
-KIB = 1024
-MIB = 1024 * 1024
-
-
-def _a53() -> dict[str, Any]:
-    node, vdd = 40.0, 1.2
-    trm = "Arm Cortex-A53 MPCore TRM (DDI 0500): 64-bit L1 load path"
-    return {
-        "name": "cortex-a53",
-        "description": "Arm Cortex-A53 at 1.4 GHz as in the Raspberry Pi 3 B+ (Broadcom BCM2837B0, 40 nm): "
-        "in-order, 128-bit NEON executed as dual-issued 64-bit halves; 32 KiB L1D, 512 KiB shared L2, LPDDR2.",
-        "node_nm": node, "vdd_v": vdd, "frequency_hz": 1.4e9,
-        "simd_width_bits": 128, "simd_pipes": 1, "fp32_macs_per_cycle": 4.0, "int8_macs_per_cycle": 8.0,
-        "int8_accumulator_bits": 16,
-        "caches": [
-            _cache("L1", 32 * KIB, 8.0, node, vdd, trm + " (8 B/cycle)"),
-            _cache("L2", 512 * KIB, 4.0, node, vdd,
-                   "BCM2837B0 512 KiB L2 (Raspberry Pi documentation); ~4 B/cycle from public A53 "
-                   "memory-bandwidth micro-benchmarks (our reading, ~5-6 GB/s at 1.4 GHz)"),
-        ],
-        "dram_bandwidth_bytes_per_s": 2.0e9, "dram_energy_j_per_byte": 10e-12 * 8,
-        **_horowitz_energies(node, vdd),
-        "static_power_w": 0.05, "active_power_w": 0.5,
-        "sources": {
-            "frequency_hz": "Raspberry Pi 3 B+ product brief: BCM2837B0, 4x Cortex-A53 at 1.4 GHz",
-            "node_nm": "BCM2837 family is a 40 nm LP part (public die and Raspberry Pi documentation)",
-            "vdd_v": "our estimate: ~1.2 V core supply at 1.4 GHz (Raspberry Pi 3 B+ over-voltage tables)",
-            "simd_width_bits": "Armv8-A Advanced SIMD (NEON) 128-bit registers; A53 TRM",
-            "simd_pipes": "A53 TRM: one NEON/FP unit, 64-bit datapath dual-issuing the two halves of a 128-bit op",
-            "fp32_macs_per_cycle": "peak 8 SP FLOP/cycle = one 128-bit FMLA/cycle (WikiChip FLOPS table; "
-            "vfpbench logs of A53 boards); kernels reach less (in-order, 64-bit loads)",
-            "int8_macs_per_cycle": "Armv8.0 has no SDOT: widening SMLAL/UMLAL, 8 x 16-bit MAC lanes per 128 bits "
-            "(Arm A64 ISA; gemmlowp's A53 kernels)",
-            "caches": "see each level's source",
-            "dram_bandwidth_bytes_per_s": "LPDDR2-900 x32 = 3.6 GB/s peak (Raspberry Pi 3 B+ spec); ~2 GB/s "
-            "single-core sustained (our estimate from public STREAM-like results, ~55 % of peak)",
-            "dram_energy_j_per_byte": "our estimate: 10 pJ/bit for LPDDR2 (1.2 V I/O), ~2x the 4-6 pJ/bit "
-            "commonly quoted for LPDDR4",
-            "static_power_w": "our estimate: ~10 % of ~0.5 W active core power (public Raspberry Pi 3 B+ "
-            "board power: ~1.9 W idle, ~5 W all-core load)",
-            "active_power_w": "~0.5 W per loaded core: (~5 W all-core load - ~1.9 W idle) / 4 cores, from "
-            "public Raspberry Pi 3 B+ board power measurements (our reading; includes the core's share of L2)",
-            **_ENERGY_SOURCES,
-        },
-    }
-
-
-def _a76() -> dict[str, Any]:
-    node, vdd = 16.0, 0.9
-    trm = "Arm Cortex-A76 Core TRM (100798): two 128-bit L1D read paths to the datapath"
-    return {
-        "name": "cortex-a76",
-        "description": "Arm Cortex-A76 at 2.4 GHz as in the Raspberry Pi 5 (Broadcom BCM2712, 16 nm): "
-        "out-of-order, two 128-bit NEON FMA pipes, dot-product int8; 64 KiB L1D, 512 KiB L2, 2 MiB L3.",
-        "node_nm": node, "vdd_v": vdd, "frequency_hz": 2.4e9,
-        "simd_width_bits": 128, "simd_pipes": 2, "fp32_macs_per_cycle": 8.0, "int8_macs_per_cycle": 32.0,
-        "int8_accumulator_bits": 32,
-        "caches": [
-            _cache("L1", 64 * KIB, 32.0, node, vdd, trm + " (32 B/cycle)"),
-            _cache("L2", 512 * KIB, 32.0, node, vdd,
-                   "A76 TRM: 256-bit L2 read interface (32 B/cycle); 512 KiB per core on BCM2712"),
-            _cache("L3", 2 * MIB, 16.0, node, vdd,
-                   "BCM2712 2 MiB shared L3 (Raspberry Pi 5 documentation); ~16 B/cycle, our estimate "
-                   "(half the L2 interface, a DSU shared by four cores)"),
-        ],
-        "dram_bandwidth_bytes_per_s": 10e9, "dram_energy_j_per_byte": 5e-12 * 8,
-        **_horowitz_energies(node, vdd),
-        "static_power_w": 0.1, "active_power_w": 1.0,
-        "sources": {
-            "frequency_hz": "Raspberry Pi 5 product brief: BCM2712, 4x Cortex-A76 at 2.4 GHz",
-            "node_nm": "BCM2712 is a 16 nm part (Raspberry Pi 5 launch material)",
-            "vdd_v": "our estimate: ~0.9 V at 2.4 GHz on 16 nm",
-            "simd_width_bits": "Armv8.2-A Advanced SIMD 128-bit; A76 TRM",
-            "simd_pipes": "A76: two 128-bit SIMD pipes V0/V1 (Arm Cortex-A76 Software Optimization Guide; "
-            "Anandtech 'Arm's Cortex-A76 CPU Unveiled', 2018; WikiChip)",
-            "fp32_macs_per_cycle": "2 x 128-bit FMLA per cycle = 8 fp32 MAC/cycle (A76 Software Optimization Guide)",
-            "int8_macs_per_cycle": "2 x 128-bit SDOT per cycle, 16 int8 MACs each (Armv8.2 dot product; "
-            "A76 Software Optimization Guide)",
-            "caches": "see each level's source",
-            "dram_bandwidth_bytes_per_s": "LPDDR4X-4267 x32 = 17 GB/s peak (Raspberry Pi 5 spec); 10 GB/s "
-            "single-core sustained, our estimate (~60 % of peak)",
-            "dram_energy_j_per_byte": "5 pJ/bit, middle of the 4-6 pJ/bit commonly quoted for LPDDR4/4X "
-            "access + I/O",
-            "static_power_w": "our estimate: ~10 % of ~1 W active core power (public Raspberry Pi 5 board "
-            "power: ~2.7 W idle, ~7 W all-core load)",
-            "active_power_w": "~1 W per loaded core: (~7 W all-core load - ~2.7 W idle) / 4 cores, from public "
-            "Raspberry Pi 5 board power measurements (our reading; includes the core's share of L3)",
-            **_ENERGY_SOURCES,
-        },
-    }
-
-
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def _size_to_bytes(text: str) -> int | None:
-    text = text.strip().upper()
-    mult = {"K": KIB, "M": MIB, "G": 1024 * MIB}
-    try:
-        if text and text[-1] in mult:
-            return int(float(text[:-1]) * mult[text[-1]])
-        return int(text) if text else None
-    except ValueError:
-        return None
-
-
-def host_facts() -> dict[str, Any]:
-    """What this machine tells about its first core: model name, MHz, flags, cache sizes.
-
-    Missing entries (a VM hiding cpufreq, a non-x86 machine) stay absent; :func:`_host` falls back
-    to stated defaults for them."""
-    info = _read_text("/proc/cpuinfo")
-    facts: dict[str, Any] = {"flags": set()}
-    for line in info.splitlines():
-        key, _, val = line.partition(":")
-        key, val = key.strip().lower(), val.strip()
-        if key == "model name" and "model" not in facts:
-            facts["model"] = val
-        elif key == "cpu mhz" and "mhz" not in facts:
-            try:
-                facts["mhz"] = float(val)
-            except ValueError:
-                pass
-        elif key in ("flags", "features") and not facts["flags"]:
-            facts["flags"] = set(val.split())
-    max_khz = _read_text("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
-    if max_khz.isdigit():
-        facts["mhz"] = int(max_khz) / 1000.0
-    caches: dict[str, int] = {}
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for idx in sorted(base.glob("index*")) if base.exists() else []:
-        kind = _read_text(str(idx / "type")).strip()
-        level = _read_text(str(idx / "level")).strip()
-        size = _size_to_bytes(_read_text(str(idx / "size")))
-        if kind in ("Data", "Unified") and level and size:
-            caches[f"L{level}"] = size
-    facts["caches"] = caches
-    return facts
-
-
-HOST_DEFAULTS = {"mhz": 2000.0, "L1": 32 * KIB, "L2": 1 * MIB, "L3": 8 * MIB}
-
-
-def _host() -> dict[str, Any]:
-    f = host_facts()
-    flags: set[str] = f["flags"]
-    mhz = f.get("mhz", HOST_DEFAULTS["mhz"])
-    if "avx512f" in flags:
-        width = 512
-    elif "avx2" in flags or "avx" in flags:
-        width = 256
-    else:
-        width = 128  # SSE2 on x86-64, NEON/ASIMD on aarch64: the baseline of both ISAs
-    pipes = 2  # stated default: two FMA ports (Intel Skylake-SP..Sapphire Rapids servers, Zen 4, Neoverse)
-    lanes = width // 32
-    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "asimddp"})
-    int8_macs = 4 * lanes * pipes if vnni else 2 * lanes * pipes
-    node, vdd = 10.0, 1.0  # stated default (Intel 7 class); only scales energies, which are not checked here
-    c = f["caches"]
-    l1, l2, l3 = c.get("L1", HOST_DEFAULTS["L1"]), c.get("L2", HOST_DEFAULTS["L2"]), c.get("L3", HOST_DEFAULTS["L3"])
-    sysfs = "read from /sys/devices/system/cpu/cpu0/cache" if c else "stated default (no /sys cache info)"
-    opt = "Intel 64 and IA-32 Architectures Optimization Reference Manual"
-    caches = [_cache("L1", l1, 2.0 * width / 8, node, vdd, f"size {sysfs}; two full-width loads/cycle ({opt})"),
-              _cache("L2", l2, 32.0, node, vdd, f"size {sysfs}; 64 B/cycle peak, ~32 sustained ({opt})")]
-    if l3 > l2:
-        caches.append(_cache("L3", l3, 12.0, node, vdd,
-                             f"size {sysfs}; ~12 B/cycle single-core, our estimate from public mesh-L3 "
-                             "micro-benchmarks of Xeon servers"))
-    seen = {512: "avx512f", 256: "avx2/avx"}.get(width, "none")
-    flag_note = f"read from /proc/cpuinfo flags ({seen})"
-    return {
-        "name": "host",
-        "description": f"this machine's core 0: {f.get('model', 'unknown CPU')} at {mhz:.0f} MHz, "
-        f"{width}-bit SIMD{' with int8 dot-product' if vnni else ''}",
-        "node_nm": node, "vdd_v": vdd, "frequency_hz": mhz * 1e6,
-        "simd_width_bits": width, "simd_pipes": pipes, "fp32_macs_per_cycle": float(lanes * pipes),
-        "int8_macs_per_cycle": float(int8_macs), "int8_accumulator_bits": 32 if vnni else 16,
-        "caches": caches,
-        "dram_bandwidth_bytes_per_s": 12e9, "dram_energy_j_per_byte": 15e-12 * 8,
-        **_horowitz_energies(node, vdd),
-        "static_power_w": 1.0,
-        "sources": {
-            "frequency_hz": "/sys cpufreq max or /proc/cpuinfo 'cpu MHz' (nominal; turbo not visible in a VM), "
-            f"default {HOST_DEFAULTS['mhz']:.0f} MHz",
-            "simd_width_bits": flag_note,
-            "simd_pipes": "stated default: 2 FMA ports (Intel server cores since Skylake-SP; " + opt + ")",
-            "fp32_macs_per_cycle": "lanes x pipes (one FMA per lane per pipe per cycle)",
-            "int8_macs_per_cycle": "VNNI/dot-product (vpdpbusd: 4 int8 MACs per 32-bit lane) if the flag is "
-            "present, else a widening 16-bit multiply-add (2 per 32 bits)",
-            "caches": "see each level's source",
-            "dram_bandwidth_bytes_per_s": "our estimate: ~12 GB/s single-core on a server mesh (latency-bound)",
-            "dram_energy_j_per_byte": "our estimate: 15 pJ/bit, between DDR3's 20-40 pJ/bit (Horowitz 2014) "
-            "and LPDDR4's 4-6 pJ/bit",
-            "node_nm": "stated default: a 10 nm-class (Intel 7) server part; energies are not validated here",
-            "vdd_v": "stated default: 1.0 V",
-            "static_power_w": "our estimate: ~1 W leakage share of one server core (not validated here)",
-            "active_power_w": "unknown for a virtual-machine guest core: no top-down energy for the host",
-            **_ENERGY_SOURCES,
-            "layer_overhead_s": "0 by default; measure_dispatch_overhead() gives the PyTorch eager value "
-            "(a named calibration, used only in the check against PyTorch)",
-        },
-    }
-
-
-PRESETS = {"cortex-a53": _a53, "cortex-a76": _a76, "host": _host}
-
-
 def list_presets() -> list[str]:
-    return sorted(PRESETS)
+    """Names of the core presets."""
+    return core_preset_names()
 
 
 @cache
 def _preset(name: str) -> CpuCoreSpec:
-    return parse_spec(PRESETS[name](), CpuCoreSpec, source=f"cpu preset {name!r}")
+    return parse_spec(core_data(name), CpuCoreSpec, source=f"cpu preset {name!r}")
 
 
-def load_core(name_or_path: str | Path | CpuCoreSpec = "cortex-a76", **overrides: Any) -> CpuCoreSpec:
-    """A core by preset name (:func:`list_presets`) or from a YAML file; ``overrides`` replace fields."""
+def load_core(name_or_path: str | Path | CpuCoreSpec = DEFAULT_CORE, **overrides: Any) -> CpuCoreSpec:
+    """A core by preset name (:func:`list_presets`) or from a YAML file; ``overrides`` replace fields
+    (energies not overridden are derived again from the resulting node and supply)."""
     if isinstance(name_or_path, CpuCoreSpec):
         spec = name_or_path
-    elif str(name_or_path) in PRESETS:
+    elif str(name_or_path) in core_preset_names():
         spec = _preset(str(name_or_path))
     else:
-        path = Path(name_or_path)
-        if path.suffix not in (".yaml", ".yml") or not path.is_file():
-            raise ConfigError(f"unknown CPU preset {str(name_or_path)!r}; known presets: {', '.join(list_presets())}"
-                              " (or give a YAML file)")
-        spec = parse_spec(read_yaml(path), CpuCoreSpec, source=str(path))
+        spec = parse_spec(core_data(str(name_or_path)), CpuCoreSpec, source=str(name_or_path))
     if overrides:
-        spec = parse_spec({**spec.model_dump(), **overrides}, CpuCoreSpec, source=f"{spec.name} + overrides")
+        derived = {k for k in spec.derived if "." not in k}
+        base = spec.model_dump(exclude=derived)
+        base["caches"] = [{k: v for k, v in c.items() if f"caches.{i}.{k}" not in spec.derived}
+                          for i, c in enumerate(base["caches"])]
+        spec = parse_spec({**base, **overrides}, CpuCoreSpec, source=f"{spec.name} + overrides")
     return spec
 
 

@@ -28,77 +28,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field
-
-from imac.config import Spec, parse_spec
+from imac.config import InterfaceSpec, parse_spec
 from imac.errors import ConfigError
-from imac.system.cpu import H45_SOURCE, SCALING_RULE, scale_energy, sram_energy_45nm
 
 DRIVERS = ("sign", "dac")
 READOUTS = ("comparator", "adc")
-
-
-class InterfaceSpec(Spec):
-    """Costs of moving data between the CPU and IMAC (defaults: a 22 nm-class interface at 0.8 V)."""
-
-    v_dd: float = Field(0.8, gt=0, description="IMAC supply and input-line swing reference, V (SYSTEM.md sec. 3).")
-    node_nm: float = Field(22.0, gt=0, description="Node of the interface logic (scales Horowitz energies), nm "
-                           "(the project's 22 nm PTM card).")
-    buffer_bytes: int = Field(4096, gt=0, description="Input/output buffer SRAM size, bytes (our choice: holds "
-                              "the 4096-wide VGG features at 8 bit).")
-    buffer_energy_j_per_byte: float | None = Field(
-        None, gt=0, description=f"Buffer write/read energy per byte, J; None = {H45_SOURCE} SRAM energy for "
-        f"buffer_bytes, scaled ({SCALING_RULE}).")
-    bus_bytes_per_cycle: float = Field(16.0, gt=0, description="SoC bus width, bytes/cycle (a 128-bit AMBA AXI "
-                                       "port, the common mobile SoC width; Arm AMBA AXI specification).")
-    bus_frequency_hz: float = Field(1.0e9, gt=0, description="SoC bus clock, Hz (our estimate for a mobile "
-                                    "interconnect, ~0.5-1.5 GHz).")
-    bus_energy_j_per_byte: float | None = Field(
-        None, ge=0, description=f"On-chip wire energy per byte moved CPU -> buffer, J; None = 1 mm of wire at "
-        f"~0.1 pJ/bit/mm (the order quoted in {H45_SOURCE} for on-die wires), scaled ({SCALING_RULE}).")
-    line_capacitance_f: float = Field(
-        10e-15, gt=0, description="Capacitance of one input line segment, F. Our estimate for a 32-column "
-        "subarray: 64 cells x 0.05 fF of wire (SYSTEM.md sec. 3) + ~0.1 fF of access-transistor load per cell.")
-    driver_resistance_ohm: float = Field(
-        1000.0, gt=0, description="Output resistance of a line driver, ohm (our estimate: a few-fin 22 nm "
-        "inverter buffer).")
-    settle_bits: int = Field(8, ge=1, le=16, description="Settle a line to 2^-(bits+1) of its step (the same "
-                             "criterion as imac.config.CostSpec).")
-    input_activity: float = Field(0.5, ge=0, le=1, description="Fraction of lines that toggle per inference "
-                                  "(0.5: independent random signs; 1 = worst case).")
-    dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution per input line, bits.")
-    dac_unit_cap_f: float = Field(
-        1e-15, gt=0, description="Unit capacitor of the capacitive DAC, F (our estimate: ~1 fF MOM unit, the "
-        "usual size in published C-DACs; energy model of Saberi et al., IEEE TCAS-I 58(8), 2011).")
-    dac_settle_s: float = Field(1e-9, gt=0, description="DAC + buffer settling time, s (our estimate; same as "
-                                "imac.config.BaselineSpec.dac_settle_s).")
-    comparator_energy_j: float = Field(
-        50e-15, gt=0, description="Energy per decision of a StrongARM latch comparator, J (our estimate within the "
-        "~10-100 fJ of published latches in 28-65 nm; Razavi, IEEE SSC Magazine, 2015).")
-    comparator_delay_s: float = Field(200e-12, gt=0, description="Comparator decision time, s (our estimate, "
-                                      "same source range).")
-    adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution per output, bits.")
-    adc_fom_j_per_step: float = Field(
-        20e-15, gt=0, description="Walden FOM, J/conversion-step: SAR ADCs of 6-10 bit at 10-100 MS/s reach a few "
-        "to tens of fJ/step (B. Murmann, 'ADC Performance Survey 1997-2024', Stanford).")
-    adc_conversion_s: float = Field(10e-9, gt=0, description="One conversion at 100 MS/s, s (Murmann survey, SAR "
-                                    "range).")
-    sync_latency_s: float = Field(
-        100e-9, ge=0, description="Handshake: an uncached doorbell write + one status poll over the SoC "
-        "interconnect, s (our estimate: ~2 x 50 ns uncached device-memory round trips on mobile SoCs).")
-    sync_energy_j: float = Field(
-        20e-12, ge=0, description="Energy of the handshake, J (our estimate: two 64-bit bus transactions incl. "
-        f"control, ~Horowitz's 45 nm SRAM/wire figures scaled; {H45_SOURCE}).")
-
-    def buffer_energy(self) -> float:
-        if self.buffer_energy_j_per_byte is not None:
-            return self.buffer_energy_j_per_byte
-        return scale_energy(sram_energy_45nm(self.buffer_bytes), self.node_nm, self.v_dd)
-
-    def bus_energy(self) -> float:
-        if self.bus_energy_j_per_byte is not None:
-            return self.bus_energy_j_per_byte
-        return scale_energy(0.1e-12 * 8, self.node_nm, self.v_dd)
 
 
 @dataclass
@@ -136,7 +70,8 @@ class InterfaceCost:
 
 
 def load_interface(data: dict[str, Any] | InterfaceSpec | None = None) -> InterfaceSpec:
-    """An :class:`InterfaceSpec` from a mapping (validated, unknown keys refused) or the defaults."""
+    """An :class:`InterfaceSpec` from a mapping (validated, unknown keys refused) or the defaults
+    (in a whole design: ``ImacSpec.interface``, which carries the design's V_DD)."""
     if isinstance(data, InterfaceSpec):
         return data
     return parse_spec(data or {}, InterfaceSpec, source="interface spec")
