@@ -270,6 +270,8 @@ def merge_one(SA: np.ndarray, SB: np.ndarray, plan: MergePlan) -> np.ndarray:
     step = 512
     for j0 in range(0, p, step):
         j1 = min(j0 + step, p)
+        d = out[j0:j1, j0:j1]
+        out[j0:j1, j0:j1] = np.tril(d) + np.tril(d, -1).T
         out[j0:j1, j1:] = out[j1:, j0:j1].T
     return out.T  # symmetric: the C-ordered view of the same matrix
 
