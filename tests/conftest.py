@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from imac.circuit.spice import ngspice_available
+from imac.ngspice import ngspice_available
 
 # Hypothesis: deterministic (derandomize), no example database, no per-example deadline (the
 # first sparse factorisation in a process can be slow).

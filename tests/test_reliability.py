@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from imac.circuit.spice import ngspice_available
 from imac.config import ImacSpec, load_spec, parse_spec
 from imac.errors import ConfigError
+from imac.ngspice import ngspice_available
 
 IMAC = [sys.executable, "-m", "imac.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -119,8 +119,8 @@ def test_every_string_field_refuses_netlist_injection(tmp_path: Path) -> None:
 def test_netlist_writers_refuse_what_slips_past_the_spec(tmp_path: Path) -> None:
     """Defence in depth: a spec built without validation (model_construct) or a card path from
     the environment still cannot add netlist lines."""
-    from imac.circuit.spice import include_line
     from imac.devices.neuron import neuron_elements
+    from imac.ngspice import include_line
 
     evil = ImacSpec().neuron.model_construct(**(ImacSpec().neuron.model_dump() | {"nmos_model": "n\n.control"}))
     with pytest.raises(ConfigError, match="SPICE model name"):

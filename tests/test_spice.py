@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imac.circuit import spice
-from imac.circuit.spice import (
+from imac import ngspice as spice
+from imac.errors import ConfigError, ImacError, ModelCardNotFoundError, SpiceError, SpiceNotFoundError
+from imac.ngspice import (
     SpiceResult,
     find_model_card,
     ngspice_available,
@@ -20,7 +21,6 @@ from imac.circuit.spice import (
     parse_ascii_raw,
     run_ngspice,
 )
-from imac.errors import ConfigError, ImacError, ModelCardNotFoundError, SpiceError, SpiceNotFoundError
 
 # -- rawfile parser (hand-written files in ngspice's ASCII layout) -------------------------
 
@@ -293,7 +293,7 @@ def test_bin_false_and_a_directory_as_ngspice(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_spice_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imac.circuit.spice import spice_timeout_s
+    from imac.ngspice import spice_timeout_s
 
     assert spice_timeout_s(300.0) == 300.0
     monkeypatch.setenv("IMAC_SPICE_TIMEOUT", "12.5")
@@ -328,7 +328,7 @@ def test_interrupt_kills_ngspice_and_removes_its_temp_folder(monkeypatch: pytest
 
 
 def test_stale_temp_folders_of_dead_processes_are_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from imac.circuit.spice import remove_stale_temp_dirs
+    from imac.ngspice import remove_stale_temp_dirs
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
@@ -376,7 +376,7 @@ def test_find_model_card_error_lists_the_places_looked(
     with pytest.raises(ModelCardNotFoundError) as exc:
         find_model_card(name=name)
     msg = str(exc.value)
-    repo_root = Path(spice.__file__).resolve().parents[3]
+    repo_root = Path(spice.__file__).resolve().parents[2]
     assert str(repo_root.parent / "shared" / "data" / "spice" / name) in msg
     assert str(tmp_path.parent / "shared" / "data" / "spice" / name) in msg
     assert "IMAC_DATA_DIR" in msg
@@ -403,7 +403,7 @@ def test_find_model_card_through_imac_data_dir(
 
 def test_default_model_card_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IMAC_DATA_DIR", raising=False)
-    shipped = Path(spice.__file__).resolve().parents[3].parent / "shared/data/spice/ptm22hp.pm"
+    shipped = Path(spice.__file__).resolve().parents[2].parent / "shared/data/spice/ptm22hp.pm"
     if not shipped.is_file():
         pytest.skip(f"no model card at {shipped} in this checkout")
     card = find_model_card()

@@ -43,7 +43,7 @@ def _global_options(
 ) -> None:
     """imac: simulate in-memory analog computing with SOT-MRAM, checked against ngspice."""
     if spice_timeout is not None:
-        from imac.circuit.spice import TIMEOUT_ENV
+        from imac.ngspice import TIMEOUT_ENV
 
         os.environ[TIMEOUT_ENV] = repr(spice_timeout)  # worker processes inherit it
 

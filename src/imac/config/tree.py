@@ -87,13 +87,6 @@ class ImacSpec(Spec):
         inst._derived = {**inst._derived, **derived}
         return inst
 
-    @model_validator(mode="after")
-    def _derived_levels(self) -> ImacSpec:
-        if self.synapse.r_low_ohm is not None and self.synapse.r_low_ohm < MIN_RESISTANCE_OHM:
-            raise ValueError(f"the MTJ's R_P = RA/area = {self.synapse.r_low_ohm:g} ohm is below "
-                             f"{MIN_RESISTANCE_OHM:g} ohm: check mtj.ra_ohm_m2, mtj.length_m and mtj.width_m")
-        return self
-
 
 def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
     """Fill the derived values of a raw spec mapping in place of the absent ones (recording
@@ -116,6 +109,9 @@ def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, An
         mtj = MTJSpec.model_validate(_as_dict(data.get("mtj")) or {})
     except ValidationError:
         return data
+    if mtj.r_p_ohm < MIN_RESISTANCE_OHM:
+        raise ValueError(f"the MTJ's R_P = RA/area = {mtj.r_p_ohm:g} ohm is below {MIN_RESISTANCE_OHM:g} ohm: "
+                         "check mtj.ra_ohm_m2, mtj.length_m and mtj.width_m")
     neuron = _as_dict(data.get("neuron"))
     if neuron is not None and neuron.get("mtj") is None:
         data["neuron"] = {**neuron, "mtj": mtj}

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from imac.circuit.spice import find_model_card, include_line, run_ngspice, spice_timeout_s
 from imac.config import NeuronSpec, check_spice_name
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import DataError, SpiceError
+from imac.ngspice import find_model_card, include_line, run_ngspice, spice_timeout_s
 from imac.provenance import record_data
 
 I_TEST_A = 1e-6  # small-signal test current for the output resistance, A

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from imac.circuit.netlist import FIXED, number_nodes, resistors
-from imac.circuit.spice import find_model_card, include_line, run_ngspice, spice_timeout_s
 from imac.devices.neuron import neuron_subckt
 from imac.errors import ConfigError, ShapeError
 from imac.hardware.simulate import CompiledNetwork
+from imac.ngspice import find_model_card, include_line, run_ngspice, spice_timeout_s
 
 
 def network_netlist(net: CompiledNetwork, x: Sequence[float] | np.ndarray, card: Path | None = None,
@@ -121,7 +121,7 @@ def spice_network_outputs(net: CompiledNetwork, x: np.ndarray, timeout_s: float 
     """Neuron inputs z (every layer) and last-layer outputs y (V) from ngspice, per image.
 
     Netlists are written here and run as independent ngspice processes (``n_jobs`` at once),
-    each within ``timeout_s`` (default: :func:`imac.circuit.spice.spice_timeout_s` of 1800 s).
+    each within ``timeout_s`` (default: :func:`imac.ngspice.spice_timeout_s` of 1800 s).
     """
     from joblib import Parallel, delayed
 
