@@ -277,13 +277,15 @@ def _random_sub(rng: np.random.Generator, n: int, m: int, topology: str, wires: 
 def test_tile_reduction_equals_the_full_solve(rng: np.random.Generator, topology: str, wires: bool,
                                               r_driver: float) -> None:
     from imac.circuit.solve import solve_subarray
-    from imac.hardware.tiles import reduce_tile, reduce_tiles_dense, solve_tile
+    from imac.hardware.tiles import reduce_tile, reduce_tiles_dense, reduce_tiles_wireless, solve_tile
 
     sub = _random_sub(rng, 9, 6, topology, wires, r_driver)
     ref = solve_subarray(sub)
     reds = [reduce_tile(sub)]
     if wires:
         reds.append(reduce_tiles_dense([sub])[0])
+    elif r_driver == 0:
+        reds.append(reduce_tiles_wireless([sub])[0])
     for red in reds:
         got = solve_tile(red, sub)
         np.testing.assert_allclose(got.A_full, ref.A_full, rtol=1e-10, atol=1e-13)
@@ -375,3 +377,33 @@ def test_compiled_network_is_the_same_from_a_warm_cache(rng: np.random.Generator
     warm = run_batch(compile_network(m2, default_neuron_curve(), "circuit"), x)[-1]["z"]
     assert default_cache().stats["memory"] > hits
     np.testing.assert_array_equal(cold, warm)
+
+
+# -- the batch on a torch device (hardware/device.py): tested on the CPU ---------------------------
+def test_torch_batch_equals_numpy_on_cpu(rng: np.random.Generator) -> None:
+    from imac.devices.neuron_curve import default_neuron_curve as curve_fn
+
+    m = map_network(random_layers(rng, [48, 40, 24, 6], scale=0.3), ImacSpec(), rows=16, cols=16)
+    x = rng.choice([-1.0, 1.0], (300, 48))
+    x_op = rng.choice([-1.0, 1.0], (64, 48))
+    for fidelity in ("ideal", "behavioral", "circuit"):
+        net = compile_network(m, curve_fn(), fidelity, x_op=x_op if fidelity == "circuit" else None)
+        a, b = run_batch(net, x), run_batch(net, x, device="cpu")
+        for la, lb in zip(a, b, strict=True):
+            assert set(la) == set(lb)
+            for k in la:  # float32 Newton on the loaded layers: within its tolerance
+                np.testing.assert_allclose(lb[k], la[k], rtol=0, atol=2e-4)
+        np.testing.assert_array_equal(np.argmin(b[-1]["y"], axis=1), np.argmin(a[-1]["y"], axis=1))
+    assert any(cl.loaded is not None for cl in net.layers)  # the circuit net exercised the Newton solve
+
+
+def test_unknown_or_absent_device_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imac.hardware.device import resolve_device
+
+    assert resolve_device(None) is None and resolve_device("numpy") is None
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("abacus")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")

@@ -18,12 +18,14 @@ as *published | ours*), ``results.json``, CSV tables, ``config.yaml`` and the pl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +93,11 @@ def run_reproduce(out: Path, spec: ImacSpec | None = None, quick: bool = False, 
     t_start = time.perf_counter()
     report = progress or (lambda m: None)
 
+    last_said = [time.perf_counter()]
+
     def say(msg: str) -> None:
-        report(f"[{time.perf_counter() - t_start:5.0f} s] {msg}")
+        last_said[0] = time.perf_counter()
+        report(f"[{last_said[0] - t_start:5.0f} s] {msg}")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batches: one thread is the fastest and leaves a core free
@@ -100,12 +105,15 @@ def run_reproduce(out: Path, spec: ImacSpec | None = None, quick: bool = False, 
         with run_directory(out, overwrite=overwrite, note=say) as tmp:
             res: dict[str, Any] = {"mode": "quick" if quick else "full", "plan": plan.__dict__}
             timings: dict[str, float] = {}
+            peak_mb: dict[str, float] = {}
 
             def step(name: str, fn: Callable[[], Any]) -> Any:
                 say(f"== {name}")
                 t0 = time.perf_counter()
-                value = fn()
+                with _heartbeat(name, say, last_said):
+                    value = fn()
                 timings[name] = time.perf_counter() - t0
+                peak_mb[name] = _peak_rss_mb()
                 return value
 
             res["neuron"] = step("neuron in ngspice", lambda: _neuron(spec, tmp))
@@ -121,6 +129,7 @@ def run_reproduce(out: Path, spec: ImacSpec | None = None, quick: bool = False, 
                 res["cpu_check"] = step("CPU model vs PyTorch on this machine", lambda: _cpu_check(say))
             res["published_vs_ours"] = published_vs_ours(res)
             res["timings_s"] = timings
+            res["peak_rss_mb"] = peak_mb  # the process's peak so far, read at the end of each stage
             res["total_s"] = time.perf_counter() - t_start
             res["provenance"] = provenance(spec, 0)
             say("writing the report, tables and plots")
@@ -129,6 +138,38 @@ def run_reproduce(out: Path, spec: ImacSpec | None = None, quick: bool = False, 
         torch.set_num_threads(threads)
     say(f"done in {time.perf_counter() - t_start:.0f} s: {out}/report.md")
     return res
+
+
+HEARTBEAT_S = 10.0  # a progress line at least this often during a stage
+
+
+@contextlib.contextmanager
+def _heartbeat(stage: str, say: Callable[[str], None], last_said: list[float]) -> Iterator[None]:
+    """Say that ``stage`` is still running whenever nothing was said for HEARTBEAT_S."""
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            if time.perf_counter() - last_said[0] >= HEARTBEAT_S:
+                say(f"... {stage}: {time.perf_counter() - t0:.0f} s in this stage")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (Linux reports KB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 # -- the studies -------------------------------------------------------------------------------

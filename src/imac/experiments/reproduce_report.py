@@ -35,7 +35,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines += _table(["target", "published", "ours", "source"],
                     [[p["target"], p["published"], p["ours"], p["source"]] for p in r["published_vs_ours"]])
     lines += ["", *_savings(r), "", *_accuracy(r), "", *_breakdown(r), "", *_placement(r), "", *_mlp(r), "",
-              *_sweep(r), "", *_cpu_check(r), "", *_calibrations(r), "", *_plots()]
+              *_sweep(r), "", *_cpu_check(r), "", *_calibrations(r), "", *_plots(), "", *_timings(r)]
     return "\n".join(lines) + "\n"
 
 
@@ -195,3 +195,18 @@ def _plots() -> list[str]:
             "![energy breakdown](energy_breakdown.png)", "",
             "![accuracy vs subarray](accuracy_vs_subarray.png)", "",
             "![savings vs core](savings_vs_core.png)"]
+
+
+def _timings(r: dict[str, Any]) -> list[str]:
+    t = r.get("timings_s") or {}
+    peak = r.get("peak_rss_mb") or {}
+    total = r["total_s"]
+    rows = [[name, f"{sec:.1f}", f"{100 * sec / total:.0f} %", f"{peak[name]:.0f}" if name in peak else "-"]
+            for name, sec in t.items()]
+    rest = total - sum(t.values())
+    rows += [["between the stages", f"{rest:.1f}", f"{100 * rest / total:.0f} %", "-"],
+             ["**total**", f"**{total:.1f}**", "100 %", f"{max(peak.values()):.0f}" if peak else "-"]]
+    return ["## Stage timings", "",
+            *_table(["stage", "seconds", "share", "peak memory so far (MB)"], rows), "",
+            "Wall-clock seconds on this machine; peak memory is the process's resident peak at the end of "
+            "each stage (the last row: the whole run; joblib worker processes not included)."]

@@ -132,14 +132,15 @@ def _compose(lm: LayerMap, solved: list[TileSolution], r_source: np.ndarray
 
 
 def _reductions(lm: LayerMap, netmap: NetworkMap, wires: bool,
-                tile_progress: Callable[[int, int, int], None] | None = None) -> list[TileReduction]:
+                tile_progress: Callable[[int, int, int], None] | None = None, keep: bool = True
+                ) -> list[TileReduction]:
     """Every tile's gain-independent reduction (:mod:`imac.hardware.tiles`: cached, parallel)."""
     subs = [_tile_subarray(t, netmap, wires) for t in lm.tiles]
     report = None
     if tile_progress is not None:
         def report(done: int, total: int) -> None:
             tile_progress(lm.index, done, total)
-    return reduce_tiles(subs, progress=report)
+    return reduce_tiles(subs, progress=report, keep=keep)
 
 
 class _TileView:
@@ -160,8 +161,8 @@ def _trial(lm: LayerMap, netmap: NetworkMap, reds: list[TileReduction]) -> list[
 
 
 def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.ndarray,
-                  target_v_per_v: float, tile_progress: Callable[[int, int, int], None] | None = None
-                  ) -> CompiledLayer:
+                  target_v_per_v: float, tile_progress: Callable[[int, int, int], None] | None = None,
+                  cache_tiles: bool = True) -> CompiledLayer:
     """Derive the tile gains for this circuit and reduce the layer to ``z = T v + z0``.
 
     Gains (module doc of :mod:`imac.hardware.mapping`): every tile column is scaled so that the
@@ -188,7 +189,7 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
         new = np.clip(gain * ratio, GAIN_MIN, g_max)
         return new, new / gain
 
-    reds = _reductions(lm, netmap, wires, tile_progress)
+    reds = _reductions(lm, netmap, wires, tile_progress, cache_tiles)
     for _ in range(GAIN_ITERATIONS):
         solved = _trial(lm, netmap, reds)
         worst = 0.0
@@ -203,6 +204,7 @@ def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.nd
         ratio = np.where(eff_n > 0, target_v_per_v / np.where(eff_n > 0, eff_n, 1.0), 1.0)
         for tile in lm.tiles:
             tile.gain = np.clip(tile.gain * ratio[tile.output_idx], GAIN_MIN, g_max)
+        del solved  # a layer of ~16,000 tiles holds ~300 MB of trial transfers
         if worst < GAIN_TOLERANCE:
             break
     solved = [solve_tile(r, _tile_subarray(t, netmap, wires)) for t, r in zip(lm.tiles, reds, strict=True)]
@@ -224,7 +226,8 @@ def _bias_weights(lm: LayerMap) -> np.ndarray:
 def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
                     neuron_r_out_ohm: float | None = None, progress: Any = None,
                     x_op: np.ndarray | None = None,
-                    tile_progress: Callable[[int, int, int], None] | None = None) -> CompiledNetwork:
+                    tile_progress: Callable[[int, int, int], None] | None = None,
+                    cache_tiles: bool = True) -> CompiledNetwork:
     """Build everything a fidelity needs before the batch: gains, solves, layer maps.
 
     ``circuit`` models each neuron that drives a line as a linear source: by default its
@@ -236,7 +239,8 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
     the neurons' full nonlinear output I-V under the load (:func:`_solve_loaded_neurons`).
     Two passes: open-circuit model, then linearized at the operating point it gives.
     Each tile is reduced once (:mod:`imac.hardware.tiles`) and reused by the gain iterations and
-    both passes; ``tile_progress(layer, done, total)`` reports the tile solves.
+    both passes; ``tile_progress(layer, done, total)`` reports the tile solves; ``cache_tiles=False``
+    keeps new reductions out of the tile cache (one-off random heads of ~20,000 tiles).
     """
     check_fidelity(fidelity)
     t0 = time.perf_counter()
@@ -259,7 +263,7 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
         net.layers = []
         for lm, r_src in zip(netmap.layers, r_layers, strict=True):
             net.layers.append(compile_layer(lm, netmap, wires, r_src, lm.layer.volts_per_unit_sum / v_dd,
-                                            tile_progress))
+                                            tile_progress, cache_tiles))
             if progress:
                 progress(lm.index)
         if wires and x_op is not None and neuron_r_out_ohm is None and curve.has_iv() and len(netmap.layers) > 1:
@@ -304,13 +308,15 @@ def _linearize_at_operating_point(net: CompiledNetwork, x_op: np.ndarray, r_laye
         _fit_start(ls, netmap.layers[li], out[li - 1]["y"], out[li]["d"])
 
 
-def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]]:
+def run_batch(net: CompiledNetwork, x: np.ndarray, device: str | None = None) -> list[dict[str, np.ndarray]]:
     """Neuron inputs z and outputs y (V) of every layer for first-layer inputs x in {-1, +1}.
 
     ``y`` is each neuron's open-circuit output (what a high-impedance read-out of the last
     layer sees); ``v_in`` the source voltages of the layer's line drivers (for loaded neuron
     drivers, the Thevenin-equivalent ones: node voltage plus linearized resistance times the
     solved output current, so ``D`` maps them to the solved node voltages ``d``, also returned).
+    ``device``: None (numpy, the default) or a torch device ("cpu", "cuda") for the same batch
+    with torch tensors (:mod:`imac.hardware.device`).
     """
     x = np.asarray(x, dtype=float)
     first = net.netmap.layers[0].layer
@@ -318,6 +324,12 @@ def run_batch(net: CompiledNetwork, x: np.ndarray) -> list[dict[str, np.ndarray]
         raise ShapeError(f"inputs must have shape (batch, {first.fan_in}), got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ShapeError("inputs contain NaN or infinite values")
+    if device is not None:
+        from imac.hardware.device import resolve_device, run_batch_torch
+
+        dev = resolve_device(device)
+        if dev is not None:
+            return run_batch_torch(net, x, dev)
     v_dd = net.netmap.spec.subarray.v_dd
     out: list[dict[str, np.ndarray]] = []
     v_src = x * v_dd  # source voltages of the first layer's drivers

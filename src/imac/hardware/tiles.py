@@ -352,11 +352,31 @@ def n_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def reduce_tiles_wireless(subs: Sequence[Subarray]) -> list[TileReduction]:
+    """Closed-form reductions of tiles without wire or driver resistance (the behavioral
+    fidelity): every input line is its source, each summing line one node, so Z is diagonal
+    (1 / the line's total conductance), H the conductance-weighted mean and Y0 what the lines
+    draw through the devices into the floating summing lines."""
+    out = []
+    for s in subs:
+        if s.r_vertical != 0 or s.r_horizontal != 0 or np.any(s.r_driver != 0):
+            raise ValueError("reduce_tiles_wireless needs tiles without wire or driver resistance")
+        g = np.concatenate([s.g_plus, s.g_minus], axis=1)  # (rows, 2m): line i to summing line c
+        tot = g.sum(axis=0)
+        H = (g / tot).T
+        Y0 = np.diag(g.sum(axis=1)) - (g / tot) @ g.T
+        out.append(TileReduction(np.diag(1.0 / tot), H, 0.5 * (Y0 + Y0.T)))
+    return out
+
+
 def _reduce_group(subs: Sequence[Subarray]) -> list[TileReduction]:
     """Reductions of a chunk of tiles: the dense sweep for same-shape tiles with wires, the
-    sparse LU otherwise (no wires: a few diagonal nodes per column)."""
-    if subs[0].r_vertical > 0 and subs[0].r_horizontal > 0:
+    closed form without any wire or driver resistance, the sparse LU otherwise."""
+    s0 = subs[0]
+    if s0.r_vertical > 0 and s0.r_horizontal > 0:
         return reduce_tiles_dense(subs)
+    if s0.r_vertical == 0 and s0.r_horizontal == 0 and all(not np.any(s.r_driver) for s in subs):
+        return reduce_tiles_wireless(subs)
     return [reduce_tile(s) for s in subs]
 
 
@@ -373,10 +393,11 @@ def _chunks(items: list[tuple[str, Subarray]]) -> list[list[int]]:
 
 
 def reduce_tiles(subs: Sequence[Subarray], cache: TileCache | None = None, jobs: int | None = None,
-                 progress: Callable[[int, int], None] | None = None, disk: bool = True) -> list[TileReduction]:
+                 progress: Callable[[int, int], None] | None = None, keep: bool = True) -> list[TileReduction]:
     """The reduction of every tile in ``subs``: from the cache, else solved once per distinct
     tile, in chunks of same-shape tiles (in parallel processes when there is enough work).
-    ``progress(done, total)`` after each chunk; ``disk=False`` keeps new reductions in memory only."""
+    ``progress(done, total)`` after each chunk; ``keep=False`` does not add new reductions to the
+    cache (one-off tiles, e.g. a random head of ~20,000 tiles, ~1 GB)."""
     cache = default_cache() if cache is None else cache
     keys = [tile_key(s) for s in subs]
     out: dict[str, TileReduction] = {}
@@ -407,7 +428,8 @@ def reduce_tiles(subs: Sequence[Subarray], cache: TileCache | None = None, jobs:
             for i, red in zip(c, reds, strict=True):
                 key, sub = items[i]
                 out[key] = red
-                cache.put(key, red, disk and _unknowns(sub) >= DISK_MIN_UNKNOWNS)
+                if keep:
+                    cache.put(key, red, _unknowns(sub) >= DISK_MIN_UNKNOWNS)
             done += len(c)
             if progress:
                 progress(done, len(items))

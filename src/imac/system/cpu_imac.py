@@ -17,13 +17,12 @@ minimizes energy, or the energy-delay product, among those within the accuracy b
 CPU-only network.
 
 **Energy studies** (:func:`energy_study`): models without a trained checkpoint (the full-width
-VGGs with the classic 4096-4096 head) are priced with random binary weights.  Because every
-tile column of such a layer is statistically the same, each layer a -> b is solved on a
-sample of ``sample_tiles`` tile columns (a -> b' neurons) at its real input voltages and its
-powers are scaled by b / b'; latency comes from the sample's worst tile, which can miss the
-layer's largest amplifier gain: latency and energy are biased low (about 20 % for 2 of 8 tile
-columns in the tests).  The IMAC energy is a small part of the system's, so the saving is not
-sensitive to it.  No accuracy.
+VGGs with the classic 4096-4096 head) are priced with random binary weights, each layer a -> b
+compiled on its own at its real input voltages (from the random network's ideal math) and every
+tile priced (~19,000 subarrays of 32x32 for 512-4096-4096-10).  The earlier shortcut, a sample
+of tile columns scaled up by b / b', is still available as ``sample_tiles=k``: its power is
+unbiased but its latency is the sample's worst tile, biased low (~20 % for 2 of 8 tile columns).
+No accuracy.
 
 Each system's breakdown is a list of rows ``part, component, action, energy_j, latency_s``
 whose energies and latencies sum to the totals (the stages run one after the other).  Units
@@ -189,8 +188,12 @@ class Features:
     cpu_only_pred: np.ndarray
 
 
-def trunk_features(model: Any, images: np.ndarray, labels: np.ndarray, precision: str) -> Features:
-    """Run the trunk (float, or the checkpoint's calibrated int8 trunk) over ``images`` once."""
+def trunk_features(model: Any, images: np.ndarray, labels: np.ndarray, precision: str,
+                   progress: Callable[[str], None] | None = None, every_s: float = 5.0) -> Features:
+    """Run the trunk (float, or the checkpoint's calibrated int8 trunk) over ``images`` once;
+    ``progress`` hears how far it got at most every ``every_s`` seconds."""
+    import time
+
     import torch
 
     trunk = None
@@ -201,8 +204,12 @@ def trunk_features(model: Any, images: np.ndarray, labels: np.ndarray, precision
                               "its checkpoint has none (retrain, or use --precision fp32)")
     xs, preds = [], []
     model.eval()
+    last = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(images), FEATURE_BATCH):
+            if progress and i and time.perf_counter() - last >= every_s:
+                last = time.perf_counter()
+                progress(f"CPU trunk ({precision}): {i}/{len(images)} images")
             f = model.features(model.prepare(images[i:i + FEATURE_BATCH]), trunk)
             x = model.binarize(f)
             xs.append(x.reshape(len(x), -1).numpy())
@@ -272,7 +279,9 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
         # last neurons unloaded, read by the ADCs)
         say(f"mapping and compiling the {n_layers}-layer IMAC head ({fidelity})")
         netmap = map_network(layers, spec, rows, cols)
-        full = compile_network(netmap, curve, fidelity, x_op=x_op if fidelity == "circuit" else None)
+        full = compile_network(netmap, curve, fidelity, x_op=x_op if fidelity == "circuit" else None,
+                               tile_progress=_tile_reporter(say))
+        say(f"{netmap.n_subarrays} subarrays compiled in {time.perf_counter() - t0:.1f} s")
         build = time.perf_counter() - t0
         if cache is not None:
             cache[key] = (full, build)
@@ -366,7 +375,7 @@ def run_system(name: str, precision: str = "fp32", spec: ImacSpec | None = None,
     say(f"loading the {model.dataset} test set")
     test = load_dataset(model.dataset, "test").subset(limit)
     say(f"CPU trunk ({precision}) over {len(test)} test images")
-    feats = trunk_features(model, test.images, test.labels, precision)
+    feats = trunk_features(model, test.images, test.labels, precision, say)
     acc_cpu = float(np.mean(feats.cpu_only_pred == feats.labels))
     x_op = operating_point_inputs(model) if fidelity == "circuit" else None
     ks = range(1, n_layers + 1) if placements else [n_layers]
@@ -457,11 +466,12 @@ def evaluate(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: str =
 def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: str = "fp32",
                  spec: ImacSpec | None = None, rows: int | None = None, fidelity: str = "circuit",
                  driver: str = "sign", readout: str = "adc", interface: dict[str, Any] | InterfaceSpec | None = None,
-                 sample_tiles: int = 2, seed: int = 0, energy_model: str = "bottom-up",
+                 sample_tiles: int | None = None, seed: int = 0, energy_model: str = "bottom-up",
                  imac: Any = None, model: Any = None, progress: Callable[[str], None] | None = None
                  ) -> dict[str, Any]:
     """Energy and latency of CPU-only vs CPU-IMAC (all FC layers on IMAC) for a model without a
-    trained checkpoint: random binary weights, sampled tiles (see the module docstring).  Pass
+    trained checkpoint: random binary weights, every tile priced (``sample_tiles=k``: the quick,
+    biased estimate of :func:`sampled_head_cost`).  Pass
     ``imac`` (the ``_imac_cost`` of an earlier call with the same head) to reuse it, and
     ``model`` (``build_model(name)``) to skip building it again."""
     from imac.config import ImacSpec as _Spec
@@ -486,7 +496,8 @@ def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: s
                          energy_model)
     return {
         "model": name, "core": core_spec.name, "precision": precision, "fidelity": fidelity,
-        "weights": f"random +-1 (seed {seed}), {sample_tiles} sampled tile columns per layer",
+        "weights": f"random +-1 (seed {seed}), " + ("every tile priced" if sample_tiles is None
+                                                     else f"{sample_tiles} sampled tile columns per layer"),
         "cpu_energy_model": energy_model, "fc_layer_sizes": sizes,
         "energy_cpu_only_j": cpu_only.energy_j, "energy_cpu_imac_j": full.energy_j,
         "energy_saving": 1.0 - full.energy_j / cpu_only.energy_j,
@@ -501,22 +512,26 @@ def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: s
 
 
 def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float], spec: ImacSpec, rows: int,
-                      cols: int, fidelity: str = "circuit", sample_tiles: int = 2, seed: int = 0,
+                      cols: int, fidelity: str = "circuit", sample_tiles: int | None = None, seed: int = 0,
                       progress: Callable[[str], None] | None = None) -> Any:
     """IMAC cost of a random binary head ``sizes`` (neuron input per unit raw sum
-    ``volts_per_unit_sum`` per layer, V) from ``sample_tiles`` tile columns per layer.
+    ``volts_per_unit_sum`` per layer, V).
 
-    Layer i (a -> b) is solved as a -> b' = min(b, sample_tiles * cols) neurons, driven at the
-    voltages the full random network's ideal math gives its inputs; its power rows are scaled by
-    b / b'.  The per-layer latencies add up; energy = power x total latency, as in
-    :func:`imac.hardware.cost.imac_cost`."""
+    Each layer i (a -> b) is compiled on its own, driven by the preset's line drivers at the
+    voltages the full random network's ideal math gives its inputs, and run on 16 random inputs.
+    ``sample_tiles=None`` (the default) prices every tile of every layer.  ``sample_tiles=k`` is
+    the quick estimate: layer i is solved as a -> b' = min(b, k * cols) neurons and its power
+    rows are scaled by b / b'; its latency is then the sample's worst tile, which misses the
+    layer's largest amplifier gain, so latency and energy are biased low (~20 % for 2 of 8 tile
+    columns); the rows' ``basis`` says so.  The per-layer latencies add up; energy = power x
+    total latency, as in :func:`imac.hardware.cost.imac_cost`."""
     from imac.hardware.cost import CostRow, ImacCost, imac_cost
     from imac.hardware.mapping import BinaryLayer, map_network
     from imac.hardware.network import hardware_curve
     from imac.hardware.simulate import compile_network, run_batch
     if len(volts_per_unit_sum) != len(sizes) - 1:
         raise ConfigError(f"{len(sizes) - 1} layers need {len(sizes) - 1} volts_per_unit_sum values")
-    if sample_tiles < 1:
+    if sample_tiles is not None and sample_tiles < 1:
         raise ConfigError(f"sample_tiles must be >= 1, got {sample_tiles}")
     say = progress or (lambda m: None)
     rng = np.random.default_rng(seed)
@@ -530,14 +545,19 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
         w = rng.choice([-1.0, 1.0], size=(b, a))
         bias = rng.choice([-1.0, 1.0], size=b)
         vpus = float(volts_per_unit_sum[i])
-        b_s = min(b, sample_tiles * cols)
-        say(f"pricing FC layer {i} ({a} -> {b}) on {b_s} sampled neurons ({fidelity})")
-        layer = BinaryLayer(w[:b_s], bias[:b_s], vpus)
-        net = compile_network(map_network([layer], spec, rows, cols), curve, fidelity)
+        b_s = b if sample_tiles is None else min(b, sample_tiles * cols)
+        netmap = map_network([BinaryLayer(w[:b_s], bias[:b_s], vpus)], spec, rows, cols)
+        say(f"pricing FC layer {i} ({a} -> {b}): {netmap.n_subarrays} subarrays"
+            + (f" for {b_s} sampled neurons" if b_s < b else "") + f" ({fidelity})")
+        # a one-off random layer: its reductions stay out of the tile cache
+        net = compile_network(netmap, curve, fidelity, tile_progress=_tile_reporter(say), cache_tiles=False)
         cost = imac_cost(net, run_batch(net, x))
+        del net, netmap
         for r in cost.rows:
             if r.component != "routing":
                 r.component = r.component.replace("layer0", f"layer{i}")
+                if b_s < b:
+                    r.basis += f" (sampled: {b_s} of {b} neurons, scaled; latency of the sample's worst tile)"
                 scaled_rows.append((r, b / b_s))
         total.layer_latency_s.append(cost.latency_s)
         # the next layer's inputs: this layer's ideal outputs over all b neurons, as V_DD fractions
@@ -555,6 +575,21 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     total.rows.append(CostRow("routing", "-", 1, 0.0, 0.0, 0.0, spec.cost.routing_overhead * area,
                               "routing overhead fraction (CostSpec)"))
     return total
+
+
+def _tile_reporter(say: Callable[[str], None], every_s: float = 5.0) -> Callable[[int, int, int], None]:
+    """A tile_progress callback for compile_network that reports at most every ``every_s``."""
+    import time
+
+    last = [time.perf_counter()]
+
+    def report(layer: int, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last[0] >= every_s:
+            last[0] = now
+            say(f"layer {layer}: {done}/{total} tiles solved")
+
+    return report
 
 
 # -- small helpers -----------------------------------------------------------------------------
