@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from imac.config import ImacSpec, parse_spec
+from imac.config import ImacSpec, parse_spec, with_overrides
 from imac.devices.neuron_curve import default_neuron_curve
 from imac.hardware.mapping import BinaryLayer, map_network
 from imac.hardware.simulate import compile_network
@@ -110,10 +110,22 @@ def test_calibration_is_named_tied_to_its_base_and_used(mnist_available: bool, t
     res = simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=True, limit=100).result
     assert res["calibration"] == "hardware-aware fine-tuning"
     assert res["checkpoint"] == dest.name
-    # a changed base checkpoint makes the calibration stale: refused when asked for, else ignored
+    assert info["design"]["subarray rows"] == "32" and set(info["design"]) >= {"mtj", "synapse", "neuron", "wires"}
+    # a head is used only for the design it was calibrated for: another MTJ (TMR 150 %) stops the
+    # command, naming what changed; variation (a test condition of the design) keeps it
+    other = with_overrides(spec, {"mtj.tmr": 1.5})
+    with pytest.raises(DataError, match=r"another design \(mtj, synapse, neuron differ.*imac calibrate mlp-mnist"):
+        simulate_model("mlp-mnist", "behavioral", other, checkpoint=base, limit=50)
+    res = simulate_model("mlp-mnist", "behavioral", other, checkpoint=base, calibrated=False, limit=50).result
+    assert res["calibration"] is None
+    varied = with_overrides(spec, {"variation.kind": "gaussian", "variation.amount": 0.05})
+    res = simulate_model("mlp-mnist", "behavioral", varied, checkpoint=base, limit=50).result
+    assert res["calibration"] == "hardware-aware fine-tuning"
+    # a changed base checkpoint makes the calibration stale: refused
     base.write_bytes(base.read_bytes() + b"\0")
-    with pytest.raises(DataError, match="another version"):
-        simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=True, limit=50)
+    for asked in (True, None):
+        with pytest.raises(DataError, match="another version"):
+            simulate_model("mlp-mnist", "behavioral", spec, checkpoint=base, calibrated=asked, limit=50)
 
 
 def test_calibrate_cli_behavioural_only(mnist_available: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]

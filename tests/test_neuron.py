@@ -271,3 +271,27 @@ def test_neuron_netlist_refuses_unknown_analysis(tmp_path: Path) -> None:
     text = neuron_netlist(NeuronSpec(), card, "dc")
     assert f'.include "{card}"' in text
     assert "vsh sh in DC 0.4" in text
+
+
+@pytest.mark.spice
+def test_a_changed_mtj_changes_the_neuron_curve_and_it_is_cached(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """TMR 150 % gives other neuron MTJs, so another characterization (keyed by the neuron spec
+    and model card, cached); the shipped fit serves the default design only."""
+    import imac.devices.neuron as N
+    from imac.config import ImacSpec, parse_spec
+    from imac.devices.neuron_curve import default_neuron_curve
+
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path))
+    assert N.neuron_curve(ImacSpec().neuron) == default_neuron_curve()  # the shipped fit: no ngspice
+    other = parse_spec({"mtj": {"tmr": 1.5}}).neuron
+    curve = N.neuron_curve(other)
+    assert curve.meta["key"] != default_neuron_curve().meta["key"]
+    assert abs(curve(np.array([0.1]))[0] - default_neuron_curve()(np.array([0.1]))[0]) > 1e-3
+    assert len(list((tmp_path / "neuron").glob("*.json"))) == 1
+
+    def no_ngspice(*a: object, **k: object) -> None:
+        raise AssertionError("characterized again instead of using the cache")
+
+    monkeypatch.setattr(N, "characterize", no_ngspice)
+    assert N.neuron_curve(other).to_dict() == curve.to_dict()

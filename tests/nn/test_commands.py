@@ -1,4 +1,4 @@
-"""The nn commands on a throwaway Typer app (the real one lives in imac.cli)."""
+"""The nn commands of the real `imac` application."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from typer.testing import CliRunner
 
 from conftest import write_mnist
 from imac.errors import ConfigError, DataError
-from imac.nn.commands import register
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-    return a
+    from imac.cli import app as imac_app
+
+    return imac_app
 
 
 def test_list_models(app: typer.Typer) -> None:

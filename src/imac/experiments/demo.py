@@ -56,15 +56,18 @@ def plot_subarray_outputs(ideal: np.ndarray, wired: np.ndarray, spice: np.ndarra
     return ax
 
 
-def run_demo(out: Path, spec: ImacSpec | None = None, size: int = 32, batch: int = 200,
-             seed: int = 0, overwrite: bool = False, progress: Any = None) -> dict[str, Any]:
-    """Run the demo into ``out``; return the summary dict."""
+def run_demo(out: Path, spec: ImacSpec | None = None, rows: int | None = None, cols: int | None = None,
+             batch: int = 200, seed: int = 0, overwrite: bool = False, progress: Any = None) -> dict[str, Any]:
+    """Run the demo into ``out`` on a ``rows`` x ``cols`` subarray (default: the spec's); return
+    the summary dict."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     spec = spec or ImacSpec()
+    rows = spec.subarray.rows if rows is None else rows
+    cols = spec.subarray.cols if cols is None else cols
     say = progress or (lambda msg: None)
     with run_directory(out, overwrite=overwrite, note=say) as tmp:
         say("characterizing the neuron in ngspice")
@@ -72,13 +75,13 @@ def run_demo(out: Path, spec: ImacSpec | None = None, size: int = 32, batch: int
         write_plot(ch, tmp / "neuron_spice_vs_fit.png")
         ch.curve.save(tmp / "neuron_fit.json")
 
-        say(f"solving a {size}x{size} subarray")
-        sub, _ = random_subarray(size, size, spec, seed)
+        say(f"solving a {rows}x{cols} subarray")
+        sub, _ = random_subarray(rows, cols, spec, seed)
         ideal_sub = Subarray(sub.g_plus, sub.g_minus, amp_gain=sub.amp_gain,
                              amp_r_in=sub.amp_r_in, has_bias=True)
         v_dd = spec.subarray.v_dd
         rng = np.random.default_rng(seed + 1)
-        u = rng.choice([-v_dd, v_dd], size=(batch, size - 1))
+        u = rng.choice([-v_dd, v_dd], size=(batch, rows - 1))
         t0 = time.perf_counter()
         solved = solve_subarray(sub)
         wired = solved.outputs(u, v_dd)
@@ -92,7 +95,7 @@ def run_demo(out: Path, spec: ImacSpec | None = None, size: int = 32, batch: int
         neuron_wired = ch.curve(wired)
 
         ax = plot_subarray_outputs(ideal, wired, ref)
-        ax.set_title(f"{size}x{size} subarray, gain {spec.amplifier.gain:g}, {batch} random inputs")
+        ax.set_title(f"{rows}x{cols} subarray, gain {spec.amplifier.gain:g}, {batch} random inputs")
         buf = io.BytesIO()
         ax.figure.tight_layout()
         ax.figure.savefig(buf, format="png", dpi=120)
@@ -102,7 +105,8 @@ def run_demo(out: Path, spec: ImacSpec | None = None, size: int = 32, batch: int
         summary = {
             "neuron": nan_to_none(ch.summary()),
             "subarray": {
-                "size": size,
+                "rows": rows,
+                "cols": cols,
                 "batch": batch,
                 "max_abs_error_vs_ngspice_v": float(np.max(np.abs(ref - wired[:1]))),
                 "mean_abs_parasitic_shift_v": float(np.mean(np.abs(wired - ideal))),
@@ -136,7 +140,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"| static power mean / max | {1e6 * n['static_power_w_mean']:.2f} / {1e6 * n['static_power_w_max']:.2f} uW |",
         f"| propagation delay | {1e12 * n['delay_s']:.2f} ps |",
         "",
-        f"## {a['size']}x{a['size']} subarray with wire parasitics",
+        f"## {a['rows']}x{a['cols']} subarray with wire parasitics",
         "",
         "| quantity | value |",
         "|---|---|",

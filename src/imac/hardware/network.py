@@ -81,29 +81,53 @@ def calibrated_path(path: Path, rows: int, topology: str) -> Path:
     return path.parent / "calibrated" / f"{path.stem}.imac-{topology}-{rows}.pt"
 
 
+# what shapes a calibrated head: the device and circuit physics it was fine-tuned through, and
+# the subarray rows.  Device variation is a test condition of the nominal design (a Monte Carlo
+# keeps the head), and the costs, interface and CPU do not enter the fine-tuning.
+HEAD_DESIGN_PARTS = ("v_dd", "mtj", "synapse", "wires", "amplifier.topology", "amplifier.r_in_ohm",
+                     "amplifier.max_gain", "subarray.driver_resistance_ohm")
+
+
+def head_design(spec: ImacSpec, rows: int) -> dict[str, str]:
+    """Hashes of each design part that shapes a calibrated head (the neuron by its
+    characterization key: spec and model card), and the rows it was calibrated for."""
+    from imac.config import spec_hash
+    from imac.devices.neuron import neuron_key
+    from imac.ngspice import find_model_card
+
+    out = {part: spec_hash(spec, part) for part in HEAD_DESIGN_PARTS}
+    out["neuron"] = neuron_key(spec.neuron, find_model_card(spec.neuron.model_card))
+    out["subarray rows"] = str(rows)
+    return out
+
+
 def select_head(name: str, spec: ImacSpec, rows: int, checkpoint: str | Path | None = None,
                 calibrated: bool | None = None, say: Any = None) -> tuple[Any, Path, Any]:
     """(model to deploy, its checkpoint path, the software-trained base model).
 
     ``calibrated``: the hardware-aware calibration for ``rows``-row subarrays (True; an error
-    if absent or made from another version of the base checkpoint), the base (False), or the
-    calibration when a current one exists (None; a stale one is ignored with a note).
+    if absent), the base (False), or the calibration when one exists (None).  A calibration is
+    used only for the design it was made for (:func:`head_design`) and from the same base
+    checkpoint; otherwise the command stops, naming what changed and how to refresh it.
     """
     say = say or (lambda msg: None)
     base, base_path, _ = load_model(name, checkpoint)
     cal_path = calibrated_path(base_path, rows, spec.amplifier.topology)
     if not (calibrated or (calibrated is None and cal_path.is_file())):
         return base, base_path, base
+    refresh = (f"run `imac calibrate {name} --rows {rows}` with the same --config, or pass --no-calibrated "
+               "for the software-trained head")
     if not cal_path.is_file():
-        raise DataError(f"no hardware-aware calibration at {cal_path}; run `imac calibrate {name} "
-                        f"--subarray {rows}` first or pass --no-calibrated")
+        raise DataError(f"no hardware-aware calibration at {cal_path}; {refresh}")
     model, _, cal_payload = load_model(name, cal_path)
-    if cal_payload.get("calibration", {}).get("base_sha256") != file_sha256(base_path):
-        if calibrated:
-            raise DataError(f"{cal_path} was calibrated from another version of {base_path.name}; "
-                            f"rerun `imac calibrate {name} --subarray {rows}`")
-        say(f"ignoring stale calibration {cal_path.name} (its base checkpoint changed)")
-        return base, base_path, base
+    record = cal_payload.get("calibration", {})
+    if record.get("base_sha256") != file_sha256(base_path):
+        raise DataError(f"{cal_path.name} was calibrated from another version of {base_path.name}; {refresh}")
+    made_for, now = record.get("design") or {}, head_design(spec, rows)
+    changed = [part for part in now if made_for.get(part) != now[part]]
+    if changed:
+        raise DataError(f"{cal_path.name} was calibrated for another design ({', '.join(changed)} differ from this "
+                        f"spec); {refresh}")
     return model, cal_path, base
 
 
@@ -155,6 +179,7 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
         "base_sha256": file_sha256(path),
         "subarray_rows": rows,
         "amplifier_topology": spec.amplifier.topology,
+        "design": head_design(spec, rows),
         "epochs": epochs,
         "circuit_epochs": circuit_epochs,
         "train_images": len(train),

@@ -6,7 +6,6 @@
 * :mod:`imac.nn.models`: the registry (``mlp-mnist``, ``lenet-mnist``, ``vgg*-cifar10``);
 * :mod:`imac.nn.quant`: int8 simulation of the CPU-side convolutions;
 * :mod:`imac.nn.train` / :mod:`imac.nn.checkpoint`: training, evaluation, checkpoints;
-* :mod:`imac.nn.commands`: the ``train``, ``evaluate`` and ``list-models`` commands.
 
 Importing this package is free; torch loads with the submodules.
 """
