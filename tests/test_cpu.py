@@ -121,7 +121,7 @@ def test_unsupported_layer_is_named() -> None:
     import torch
     from torch import nn
 
-    from imac.system.cpu import _walk
+    from imac.system.cpu.workload import _walk
 
     with pytest.raises(ConfigError, match=r"trunk\.1 \(LSTM\)"):
         _walk(nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4)), torch.zeros(1, 4), "trunk")

@@ -93,3 +93,58 @@ def cpu_imac_cmd(
         typer.echo(json.dumps(with_data(res), indent=1, default=float))
     else:
         typer.echo("\n".join(summary_lines(res)))
+
+
+@app.command("cpu-model")
+def cpu_model_cmd(
+    models: Annotated[list[str] | None, typer.Argument(help="Registered models (default: lenet-mnist "
+                                                        "vgg11-cifar10).")] = None,
+    core: Annotated[list[str] | None, typer.Option(help="Core preset(s) or YAML file(s) (default: "
+                                                   "cortex-a53 and cortex-a76; repeat the option).")] = None,
+    fc: Annotated[str, typer.Option(help="FC layers on the CPU: float, binary or none.")] = "float",
+    check: Annotated[bool, typer.Option(help="Measure PyTorch per-layer times on this machine and print "
+                                        "model/measured ratios (the host core).")] = False,
+    runs: Annotated[int, typer.Option(min=1, help="With --check: repeat the measurement.")] = 1,
+    batches: Annotated[str, typer.Option(help="With --check: batch sizes, comma-separated.")] = "1,32",
+    as_json: JsonOpt = False,
+) -> None:
+    """The analytical CPU model: per-layer latency and energy tables, or its check against PyTorch."""
+    import os
+
+    from imac.errors import ConfigError
+    from imac.system.cpu import PRECISIONS, check_against_pytorch, estimate, ratio_table
+
+    names = models or ["lenet-mnist", "vgg11-cifar10"]
+    if fc not in ("float", "binary", "none"):
+        raise ConfigError(f"--fc {fc!r}: choose float, binary or none")
+    if check:
+        try:
+            sizes = [int(b) for b in batches.split(",")]
+        except ValueError:
+            raise ConfigError(f"--batches {batches!r}: expected comma-separated integers") from None
+        if not sizes or min(sizes) < 1:
+            raise ConfigError(f"--batches {batches!r}: batch sizes must be positive")
+        all_rows: list[dict[str, Any]] = []
+        for run in range(runs):
+            for name in names:
+                rows = check_against_pytorch(name, sizes)
+                for r in rows:
+                    r["run"] = run
+                all_rows += rows
+                if not as_json and rows:
+                    typer.echo(f"\nrun {run + 1}, load average {os.getloadavg()[0]:.2f}, "
+                               f"dispatch overhead {rows[0]['overhead_s'] * 1e6:.1f} us")
+                    typer.echo(ratio_table(rows))
+        if as_json:
+            typer.echo(json.dumps(all_rows, indent=1))
+        return
+    out = []
+    for c in core or ["cortex-a53", "cortex-a76"]:
+        for name in names:
+            for prec in PRECISIONS:
+                cost = estimate(c, name, prec, fc=fc)
+                out.append(cost.to_dict())
+                if not as_json:
+                    typer.echo(cost.table() + "\n")
+    if as_json:
+        typer.echo(json.dumps(out, indent=1))
