@@ -163,7 +163,7 @@ def _cpu_check(r: dict[str, Any]) -> list[str]:
     out = ["## CPU model vs PyTorch on this machine (conv layers, fp32, `host` preset)", ""]
     rows = r.get("cpu_check")
     if not rows:
-        return [*out, "Not run in quick mode (`python -m imac.system.cpu lenet-mnist vgg11-cifar10 --check`)."]
+        return [*out, "Not run in quick mode (`imac cpu-model lenet-mnist vgg11-cifar10 --check`)."]
     table = [[c["model"], c["layer"], c["batch"], f"{c['macs']:,}", f"{c['model_s'] * 1e6:.1f}",
               f"{c['measured_s'] * 1e6:.1f}", f"{c['ratio']:.2f}", f"{c['ratio_oh']:.2f}",
               "yes" if 1 / 3 <= c["ratio_oh"] <= 3 else "**no**"] for c in rows]
