@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -87,16 +87,6 @@ def calibrate_cmd(
     typer.echo(json.dumps({"checkpoint": str(dest), **info}, indent=1, default=float))
 
 
-def _compiled_circuit(name: str, spec: Any, checkpoint: Path | None, calibrated: bool | None
-                      ) -> tuple[Any, Any, Any]:
-    """(compiled circuit-fidelity network, deployed model, software-trained base model)."""
-    from imac.hardware.network import compile_head, select_head
-
-    rows, cols = spec.subarray.rows, spec.subarray.cols
-    model, _, base = select_head(name, spec, rows, checkpoint, calibrated, say)
-    return compile_head(model, spec, rows, cols), model, base
-
-
 @app.command("export")
 def export_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
@@ -111,18 +101,19 @@ def export_cmd(
 ) -> None:
     """Write the whole network as one ngspice netlist plus its conductance maps."""
     from imac.errors import DataError
-    from imac.hardware.network import imac_inputs
+    from imac.hardware.engine import Fidelity, build_head
     from imac.hardware.spice_net import export_network
     from imac.io import check_output_target
     from imac.nn.data import load_dataset
 
     check_output_target(spice, overwrite)  # a bad target fails now, not after the export
-    net, model, _ = _compiled_circuit(name, design(config, rows, cols), checkpoint, calibrated)
-    test = load_dataset(model.dataset, "test")
+    head = build_head(name, design(config, rows, cols), Fidelity.CIRCUIT, checkpoint=checkpoint,
+                      calibrated=calibrated, progress=say)
+    test = load_dataset(head.model.dataset, "test")
     if image >= len(test):
-        raise DataError(f"--image {image}: the {model.dataset} test set has images 0 to {len(test) - 1}")
-    x = imac_inputs(model, test.images[image : image + 1])
-    for p in export_network(net, x[0], spice, overwrite=overwrite, note=say):
+        raise DataError(f"--image {image}: the {head.model.dataset} test set has images 0 to {len(test) - 1}")
+    x = head.inputs(test.images[image : image + 1])
+    for p in export_network(head.net, x[0], spice, overwrite=overwrite, note=say):
         typer.echo(str(p))
 
 
@@ -138,15 +129,16 @@ def spice_check_cmd(
     calibrated: CalibratedOpt = None,
 ) -> None:
     """Whole-network ngspice (transistor-level neurons) vs the circuit fidelity, image by image."""
-    from imac.hardware.network import imac_inputs
+    from imac.hardware.engine import Fidelity, build_head
     from imac.hardware.spice_net import spice_check
     from imac.nn.data import load_dataset
 
-    net, model, _ = _compiled_circuit(name, design(config, rows, cols), checkpoint, calibrated)
-    test = load_dataset(model.dataset, "test").subset(images)
-    x = imac_inputs(model, test.images)
+    head = build_head(name, design(config, rows, cols), Fidelity.CIRCUIT, checkpoint=checkpoint,
+                      calibrated=calibrated, progress=say)
+    test = load_dataset(head.model.dataset, "test").subset(images)
+    x = head.inputs(test.images)
     say(f"running {len(test)} whole-network ngspice operating points on {jobs} processes")
-    typer.echo(json.dumps(with_data(spice_check(net, x, n_jobs=jobs)), indent=1, default=float))
+    typer.echo(json.dumps(with_data(spice_check(head.net, x, n_jobs=jobs)), indent=1, default=float))
 
 
 @app.command("compare")
@@ -164,7 +156,7 @@ def compare_cmd(
     """Latency, power, energy per inference and accuracy: IMAC, mixed-signal, CPU, GPU."""
     from imac.system.baselines import compare_model
 
-    res = compare_model(name, design(config, rows, cols), fidelity, None, checkpoint, calibrated, limit, say)
+    res = compare_model(name, design(config, rows, cols), fidelity, checkpoint, calibrated, limit, say)
     if as_json:
         typer.echo(json.dumps(with_data(res), indent=1, default=float))
         return

@@ -143,30 +143,26 @@ def compare(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray, acc_softwar
     }
 
 
-def compare_model(name: str, spec: Any, fidelity: str = "circuit", subarray: int | None = None,
-                  checkpoint: Any = None, calibrated: bool | None = None, limit: int | None = None,
-                  progress: Any = None) -> dict[str, Any]:
-    """:func:`compare` for a trained model's head on its test set (the first ``limit`` images):
-    IMAC at ``fidelity`` (behavioral or circuit), the software binary-head accuracy beside it."""
+def compare_model(name: str, spec: Any, fidelity: str = "circuit", checkpoint: Any = None,
+                  calibrated: bool | None = None, limit: int | None = None, progress: Any = None) -> dict[str, Any]:
+    """:func:`compare` for a trained model's head (on the spec's subarrays) on its test set (the
+    first ``limit`` images): IMAC at ``fidelity`` (behavioral or circuit), the software binary-head
+    accuracy beside it."""
     from imac.errors import ConfigError
-    from imac.hardware.mapping import map_network
-    from imac.hardware.network import CALIBRATION_LABEL, binary_layers, compile_head, imac_inputs, select_head
+    from imac.hardware.engine import Fidelity, build_head
+    from imac.hardware.network import CALIBRATION_LABEL
     from imac.nn.data import load_dataset
 
-    if fidelity not in ("behavioral", "circuit"):
+    if Fidelity.parse(fidelity) not in (Fidelity.BEHAVIORAL, Fidelity.CIRCUIT):
         raise ConfigError(f"compare runs IMAC at behavioral or circuit fidelity, not {fidelity!r}")
     say = progress or (lambda msg: None)
-    rows = subarray or spec.subarray.rows
-    cols = subarray or spec.subarray.cols
-    model, used, base = select_head(name, spec, rows, checkpoint, calibrated, say)
     say(f"compiling {name}'s head ({fidelity})")
-    net = compile_head(model, spec, rows, cols, fidelity)
-    test = load_dataset(model.dataset, "test").subset(limit)
+    head = build_head(name, spec, fidelity, checkpoint=checkpoint, calibrated=calibrated, progress=say)
+    test = load_dataset(head.model.dataset, "test").subset(limit)
     say("computing the CPU features")
-    x = imac_inputs(model, test.images)
-    x_base = x if base is model else imac_inputs(base, test.images)
-    ideal = compile_network(map_network(binary_layers(base), spec, rows, cols), base.head.neurons[0].curve, "ideal")
-    acc_sw = float(np.mean(np.argmin(run_batch(ideal, x_base)[-1]["y"], axis=1) == test.labels))
-    return compare(net, x, test.labels, acc_sw) | {
-        "model": name, "n_images": len(test), "accuracy_software": acc_sw, "checkpoint": used.name,
-        "calibration": CALIBRATION_LABEL if model is not base else None}
+    x = head.inputs(test.images)
+    acc_sw = head.software_accuracy(test.images, test.labels)
+    return compare(head.net, x, test.labels, acc_sw) | {
+        "model": name, "n_images": len(test), "accuracy_software": acc_sw,
+        "checkpoint": head.checkpoint.name if head.checkpoint else None,
+        "calibration": CALIBRATION_LABEL if head.calibrated else None}
