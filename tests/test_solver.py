@@ -628,3 +628,142 @@ def test_near_zero_wire_resistance_is_refused_not_inverted(rng: np.random.Genera
         Subarray(base.g_plus, base.g_minus, r_vertical=5e-324)
     with pytest.raises(ConfigError, match="r_driver"):
         Subarray(base.g_plus, base.g_minus, r_driver=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# the nested-dissection reduction (circuit/nested.py) against the sparse LU and the oracle
+# --------------------------------------------------------------------------------------------
+
+# nested vs sparse LU transfer matrices (V/V); both are exact, this is float rounding
+METHODS_ATOL = 1e-10
+
+
+def _with_topology(sub: Subarray, topology: str) -> Subarray:
+    return Subarray(sub.g_plus, sub.g_minus, sub.r_vertical, sub.r_horizontal, sub.r_driver,
+                    sub.amp_gain, sub.amp_r_in, sub.has_bias, topology)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exercise every code path of the nested solver on small arrays: depth-first merges above
+    tiny chunks, and the Cholesky + dsyrk merge (meant for large tiles) from 24 ports up."""
+    from imac.circuit import nested
+
+    monkeypatch.setattr(nested, "CHUNK_CELLS", 16)
+    monkeypatch.setattr(nested, "LARGE_PORTS", 24)
+
+
+NESTED_CASES = [
+    (rows, cols, bias, rd, topo)
+    for rows, cols, bias, rd in [(1, 1, False, 0.0), (2, 3, True, 50.0), (5, 2, False, 300.0),
+                                 (9, 17, True, 0.0), (33, 32, True, 250.0), (40, 7, False, 0.0)]
+    for topo in ("difference", "instrumentation")
+]
+
+
+@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize(
+    ("rows", "cols", "has_bias", "r_driver", "topology"), NESTED_CASES,
+    ids=[f"{r}x{c}-{'bias' if b else 'nobias'}-rd{d:g}-{t[:4]}" for r, c, b, d, t in NESTED_CASES],
+)
+def test_nested_equals_sparse_lu(
+    request: pytest.FixtureRequest, rows: int, cols: int, has_bias: bool, r_driver: float,
+    topology: str, blocks: str,
+) -> None:
+    if blocks == "small":
+        request.getfixturevalue("small_blocks")
+    rng = np.random.default_rng(rows * 100 + cols)
+    sub = _with_topology(random_binary_subarray(
+        rng, rows, cols, has_bias=has_bias, r_driver=r_driver, gain=np.linspace(10.0, 30.0, cols)
+    ), topology)
+    nested = solve_subarray(sub, method="nested")
+    sparse = solve_subarray(sub, method="sparse")
+    assert nested.method == "nested" and sparse.method == "sparse"
+    np.testing.assert_allclose(nested.A_full, sparse.A_full, rtol=0, atol=METHODS_ATOL)
+    y_sparse = sparse.input_admittance()
+    # Y is a difference of conductances (a 1x1 instrumentation array draws nothing): judge it
+    # against the device conductance scale
+    np.testing.assert_allclose(nested.input_admittance(), y_sparse, rtol=1e-9,
+                               atol=1e-9 * max(np.abs(y_sparse).max(), sub.g_plus.max()))
+
+
+@pytest.mark.parametrize("r_driver", [0.0, 120.0])
+def test_nested_matches_the_dense_oracle(small_blocks: None, r_driver: float) -> None:
+    rng = np.random.default_rng(31)
+    sub = random_binary_subarray(rng, 7, 6, has_bias=True, r_driver=r_driver,
+                                 r_vertical=40.0, r_horizontal=70.0)
+    u = random_inputs(rng, 3, sub.n_inputs)
+    np.testing.assert_allclose(
+        solve_subarray(sub, method="nested").outputs(u, 0.6), dense_oracle_outputs(sub, u, 0.6),
+        rtol=0, atol=ORACLE_ATOL_V,
+    )
+
+
+@given(sub=subarrays(max_rows=12, max_cols=9, wires=st.floats(0.05, 500.0)),
+       topology=st.sampled_from(["difference", "instrumentation"]))
+def test_nested_equals_sparse_lu_property(sub: Subarray, topology: str) -> None:
+    sub = _with_topology(sub, topology)
+    np.testing.assert_allclose(
+        solve_subarray(sub, method="nested").A_full, solve_subarray(sub, method="sparse").A_full,
+        rtol=0, atol=METHODS_ATOL,
+    )
+
+
+def test_terminal_matrix_is_a_laplacian(small_blocks: None) -> None:
+    """The passive array reduced onto its terminals: symmetric, zero row sums (no element to
+    ground), positive semi-definite."""
+    from imac.circuit.nested import terminal_matrix
+
+    sub = random_binary_subarray(np.random.default_rng(3), 13, 10, has_bias=True, r_driver=80.0)
+    S = terminal_matrix(sub)
+    assert S.shape == (13 + 20, 13 + 20)
+    np.testing.assert_allclose(S, S.T, rtol=0, atol=1e-15)
+    assert np.max(np.abs(S.sum(axis=1))) < 1e-12 * np.max(np.abs(S))
+    assert np.min(np.linalg.eigvalsh(S)) > -1e-12 * np.max(np.abs(S))
+
+
+def test_auto_method_and_node_voltages_after_a_nested_solve() -> None:
+    rng = np.random.default_rng(4)
+    big = random_binary_subarray(rng, 24, 20, has_bias=True, r_driver=50.0)
+    assert solve_subarray(big).method == "nested"
+    tiny = random_binary_subarray(rng, 3, 2, has_bias=True)
+    assert solve_subarray(tiny).method == "sparse"
+    no_wires = random_binary_subarray(rng, 24, 20, has_bias=True, r_vertical=0.0)
+    assert solve_subarray(no_wires).method == "sparse"
+    with pytest.raises(ConfigError, match="nested"):
+        solve_subarray(no_wires, method="nested")
+    with pytest.raises(ConfigError, match="unknown solver method"):
+        solve_subarray(big, method="magic")  # type: ignore[arg-type]
+    # the full nodal solve (built on first use, nested-dissection order) agrees with the transfer matrix
+    s = solve_subarray(big)
+    u = random_inputs(rng, 2, big.n_inputs)
+    np.testing.assert_allclose((s.C @ s.node_voltages(u, V_DD)).T, s.outputs(u, V_DD), rtol=0, atol=1e-10)
+    assert s.kirchhoff_residual(u, V_DD) < KCL_ATOL_A
+
+
+@pytest.mark.parametrize("topology", ["difference", "instrumentation"])
+def test_krylov_reference_agrees(topology: str) -> None:
+    """The independent reference used by the benchmark above ngspice's reach."""
+    from imac.circuit.iterative import krylov_outputs
+
+    rng = np.random.default_rng(6)
+    sub = _with_topology(random_binary_subarray(rng, 20, 12, has_bias=True, r_driver=100.0), topology)
+    u = random_inputs(rng, 2, sub.n_inputs)
+    ref = krylov_outputs(sub, u, V_DD)
+    assert ref.residual_a < KCL_ATOL_A
+    np.testing.assert_allclose(solve_subarray(sub).outputs(u, V_DD), ref.outputs, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("topology", ["difference", "instrumentation"])
+def test_nested_with_nearly_ideal_wires_tends_to_the_ideal_product(small_blocks: None, topology: str) -> None:
+    """Stiff wires (1e-4 ohm against ~1e4 ohm devices) are the worst conditioning the
+    reduction sees; it must still land on the parasitic-free closed form."""
+    rng = np.random.default_rng(9)
+    sub = _with_topology(random_binary_subarray(rng, 17, 12, has_bias=True, r_vertical=1e-4,
+                                                r_horizontal=1e-4), topology)
+    ideal = _with_topology(Subarray(sub.g_plus, sub.g_minus, 0.0, 0.0, 0.0, 30.0, 1000.0, True), topology)
+    u = random_inputs(rng, 4, sub.n_inputs)
+    got = solve_subarray(sub, method="nested").outputs(u, V_DD)
+    # the IR drop left: ~1e-3 A line currents x 1e-4 ohm x 12 segments x gain 30, ~3e-5 V
+    np.testing.assert_allclose(got, ideal_outputs(ideal, u, V_DD), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got, solve_subarray(sub, method="sparse").outputs(u, V_DD), rtol=0, atol=1e-9)
