@@ -280,4 +280,3 @@ class CostSpec(Spec):
         0.5e-12, gt=0, description="Neuron: 2 MTJs + 440n/22n inverter + level shifter, m^2 (our estimate)."
     )
     routing_overhead: float = Field(0.2, ge=0, description="Extra area for routing and periphery, fraction.")
-    neuron_load_c_f: float = Field(1e-15, ge=0, description="Capacitance at a neuron input, F.")

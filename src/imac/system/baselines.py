@@ -33,13 +33,15 @@ def _quantize(v: np.ndarray, full_scale: float, bits: int) -> np.ndarray:
 
 def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
                  imac: ImacCost) -> dict[str, Any]:
-    """Latency, energy, power and accuracy of the mixed-signal version of ``net``'s mapping."""
+    """Latency, energy, power, area and accuracy of the mixed-signal version of ``net``'s mapping:
+    an ADC per tile output, digital partial sums and sigmoid, DACs (``dac_bits``) rebuilding the
+    next layer's inputs; area = the arrays and amplifiers + the ADCs."""
     spec = net.netmap.spec
     b = spec.baselines
     v_dd = spec.subarray.v_dd
     beh = net if net.fidelity == "behavioral" else compile_network(net.netmap, net.curve, "behavioral")
     e_adc = b.adc_fom_j_per_step * 2**b.adc_bits
-    rows, latency, energy = [], 0.0, 0.0
+    rows, latency, energy, area = [], 0.0, 0.0, 0.0
     v_in = x * v_dd
     for li, (lm, cl) in enumerate(zip(beh.netmap.layers, beh.layers, strict=True)):
         n_in = lm.layer.fan_in
@@ -53,7 +55,8 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
         for tile, p in partials:
             z[:, tile.output_idx] += _quantize(p, fs, b.adc_bits)
         y = net.curve(z)
-        v_in = y  # DACs rebuild the neuron outputs on the next layer's lines
+        # DACs rebuild the neuron outputs on the next layer's lines, at their resolution
+        v_in = _quantize(y - v_dd / 2, v_dd / 2, b.dac_bits) + v_dd / 2
         n_conv = sum(t.shape[1] for t in lm.tiles)
         n_add = n_conv - lm.layer.fan_out
         imac_rows = {r.component.split(".")[1]: r for r in imac.rows if r.component.startswith(f"layer{li}.")}
@@ -72,6 +75,8 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
         for comp, e in parts.items():
             rows.append({"component": f"layer{li}.{comp}", "energy_j": e})
         energy += sum(parts.values())
+        # the same arrays and amplifiers, an ADC per tile output instead of the analog neurons
+        area += imac_rows["arrays"].area_m2 + imac_rows["amplifiers"].area_m2 + n_conv * b.adc_area_m2
         latency += t_layer
     pred = np.argmin(y, axis=1)
     return {
@@ -79,6 +84,7 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
         "latency_s": latency,
         "energy_per_inference_j": energy,
         "power_w": energy / latency,
+        "area_m2": area,
         "accuracy": None if labels is None else float(np.mean(pred == labels)),
         "breakdown": rows,
     }
@@ -121,6 +127,7 @@ def compare(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray, acc_softwar
         "latency_s": cost.latency_s,
         "energy_per_inference_j": cost.energy_j,
         "power_w": cost.power_w,
+        "area_m2": cost.area_m2,
         "accuracy": acc,
         "breakdown": [{"component": r.component, "energy_j": r.energy_j, "power_w": r.power_w,
                        "latency_s": r.latency_s} for r in cost.rows],
