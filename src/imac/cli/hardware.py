@@ -40,6 +40,8 @@ def simulate_cmd(
     limit: LimitOpt = None,
     as_json: JsonOpt = False,
     breakdown: Annotated[bool, typer.Option(help="Include the cost table in the JSON.")] = True,
+    device: Annotated[str, typer.Option(help="Batch phase on cpu (numpy) or a torch device (cuda, cuda:1).")]
+    = "cpu",
 ) -> None:
     """Run a trained model's FC head on IMAC at a fidelity: accuracy, time, power, energy, area."""
     from imac.hardware.diagnostics import netmap_gains, result_warnings
@@ -47,7 +49,7 @@ def simulate_cmd(
 
     spec = design(config, rows, cols)
     ev = simulate_model(name, fidelity, spec, partitioned=not unpartitioned, checkpoint=checkpoint,
-                        calibrated=calibrated, limit=limit, progress=say)
+                        calibrated=calibrated, limit=limit, progress=say, device=device)
     n_classes = int(ev.netmap.layers[-1].layer.fan_out)
     warnings = result_warnings(spec, netmap_gains(ev.netmap), ev.result["accuracy"], n_classes,
                                ev.result.get("gain_shortfall"))

@@ -206,6 +206,7 @@ def simulate_model(
     limit: int | None = None,
     progress: Any = None,
     int8: bool = False,
+    device: str | None = None,
 ) -> Evaluation:
     """Run ``name`` on IMAC at ``fidelity`` over its test set; accuracy, timing and cost.
 
@@ -214,13 +215,17 @@ def simulate_model(
     ``accuracy_software`` is always the software-trained head's binary-FC accuracy on the same
     images, the reference the hardware is judged against.  ``int8``: the IMAC inputs come from
     the int8-quantized CPU trunk (the mixed-precision system) instead of the float one.
+    ``device``: where the batch phase runs (None or "cpu": numpy; "cuda": torch tensors on the
+    GPU, :mod:`imac.hardware.device`); the build always runs on the CPU.
     """
     from imac.hardware.cost import imac_cost
+    from imac.hardware.device import resolve_device
     from imac.nn.data import load_dataset
 
     check_fidelity(fidelity)
     if fidelity == "spice":
         raise ConfigError("the spice fidelity runs a handful of images: use `imac spice-check`")
+    dev = None if device in (None, "cpu") else resolve_device(device)
     say = progress or (lambda msg: None)
     rows = spec.subarray.rows if rows is None else rows
     cols = spec.subarray.cols if cols is None else cols
@@ -242,14 +247,16 @@ def simulate_model(
     curve = _curve(model) if fidelity == "ideal" else hardware_curve(spec)
     net = compile_network(netmap, curve, fidelity, progress=lambda i: say(f"layer {i} compiled"), x_op=x_op)
     build = time.perf_counter() - t0
+    if dev is not None:
+        run_batch(net, x[:64], device=dev)  # warm-up: device context and kernels
     t1 = time.perf_counter()
-    outs = run_batch(net, x)
+    outs = run_batch(net, x, device=dev)
     sim = time.perf_counter() - t1
     acc = float(np.mean(np.argmin(outs[-1]["y"], axis=1) == test.labels))
     # the ideal fidelity of the same head on the same batch: the reference for ratio_to_ideal
     ideal = compile_network(netmap, curve, "ideal")
     t_ideal = _best_of(lambda: run_batch(ideal, x))
-    t_sim = _best_of(lambda: run_batch(net, x))
+    t_sim = _best_of(lambda: run_batch(net, x, device=dev))
     cost = imac_cost(net, outs)
     result = {
         "model": name,
@@ -269,6 +276,8 @@ def simulate_model(
         "area_m2": cost.area_m2,
         "build_time_s": build,
         "sim_time_s": sim,
+        "device": dev or "cpu",
+        "images_per_s": len(test) / t_sim,
         "ratio_to_ideal": t_sim / t_ideal,
         "gain_shortfall": net.info.get("gain_shortfall"),
         "gain_range": net.info.get("gain_range"),

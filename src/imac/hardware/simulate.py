@@ -490,14 +490,35 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     s = y_prev.astype(F32) @ ls.start[:n]
     s += ls.start[n]
     i_line = np.empty((b, n), F32)
-    for i in range(0, b, NEWTON_CHUNK):
+
+    def chunk(i: int) -> None:  # in place on disjoint rows of s and i_line
         sl = slice(i, i + NEWTON_CHUNK)
         i_line[sl] = _newton(ls, _current_coefficients(ls, z_prev[sl]), s[sl])
+
+    starts = range(0, b, NEWTON_CHUNK)
+    threads = min(newton_threads(), len(starts))
+    if threads > 1:  # numpy releases the GIL in the chunks' array operations
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for i in starts:
+            chunk(i)
     z = s @ ls.a_t
     d = s.astype(float)
     d *= ls.v_half
     d += ls.v_centre
     return z + ls.z_const, d, d + ls.r_line * i_line
+
+
+def newton_threads() -> int:
+    """Threads for the Newton chunks of a batch: ``$IMAC_THREADS`` (default 1: on the shared
+    2-core development machine 2 threads were measured slower, not faster)."""
+    import os
+
+    env = os.environ.get("IMAC_THREADS")
+    return max(1, int(env)) if env else 1
 
 
 def _current_coefficients(ls: LoadedSolver, z: np.ndarray) -> list[np.ndarray]:

@@ -33,8 +33,10 @@ bottom-up energies are the low end, so the saving is shown under both).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +207,11 @@ def trunk_features(model: Any, images: np.ndarray, labels: np.ndarray, precision
     xs, preds = [], []
     model.eval()
     last = time.perf_counter()
-    with torch.no_grad():
+    threads = torch.get_num_threads()
+    # batches of 1000 images: every core helps (callers may have pinned torch to one thread)
+    torch.set_num_threads(max(threads, os.cpu_count() or 1))
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        stack.callback(torch.set_num_threads, threads)
         for i in range(0, len(images), FEATURE_BATCH):
             if progress and i and time.perf_counter() - last >= every_s:
                 last = time.perf_counter()

@@ -1,0 +1,136 @@
+"""Head build and batch at circuit fidelity: the LeNet and VGG-11 x0.5 heads on 32x32 subarrays.
+
+For each trained head (the calibrated checkpoint, as `imac simulate` uses), in this one process:
+
+* **build**: mapping + compile at circuit fidelity with the operating-point pass, as `imac simulate`
+  does; cold (empty tile cache, nothing on disk) and warm (the tile reductions in memory);
+* **tile reference**: one 32x32 tile of the head factored and its transfer matrix computed by the
+  circuit solver (`imac.circuit.solve.solve_subarray`, best of 5), times the number of tiles;
+* **build ratio** = cold build / tile reference (target <= 3);
+* **batch**: the whole test set through the compiled head at circuit fidelity against the ideal
+  fidelity (the binary network's math) on the same inputs, best of 5 each; **batch ratio** =
+  circuit / ideal (target <= 2), and images per second;
+* with ``--device cuda`` (or ``cpu``) also the circuit batch with torch tensors on that device.
+
+Timings on a shared machine are noisy: only the ratios, measured in the same run, are compared
+with targets.  Writes a Markdown table to stdout and, with --out, to a file.
+
+    python benchmarks/heads.py [--models lenet-mnist,vgg11-cifar10] [--device cuda] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[str, Any]:
+    from imac.circuit.solve import solve_subarray
+    from imac.config import ImacSpec
+    from imac.hardware.mapping import map_network
+    from imac.hardware.network import binary_layers, hardware_curve, imac_inputs, operating_point_inputs, select_head
+    from imac.hardware.simulate import _tile_subarray, compile_network, run_batch
+    from imac.hardware.tiles import default_cache
+    from imac.nn.data import load_dataset
+
+    spec = ImacSpec()
+    rows = cols = 32
+    model, _, _ = select_head(name, spec, rows, None, None, lambda m: None)
+    test = load_dataset(model.dataset, "test")
+    x = imac_inputs(model, test.images)
+    x_op = operating_point_inputs(model)
+    curve = hardware_curve(spec)
+
+    def build() -> Any:
+        netmap = map_network(binary_layers(model), spec, rows, cols)
+        return compile_network(netmap, curve, "circuit", x_op=x_op)
+
+    saved = os.environ.get("IMAC_CACHE_DIR")
+    os.environ["IMAC_CACHE_DIR"] = "off"  # cold: nothing read from or written to disk
+    try:
+        default_cache().clear_memory()
+        t0 = time.perf_counter()
+        net = build()
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        build()
+        warm = time.perf_counter() - t0
+    finally:
+        if saved is None:
+            os.environ.pop("IMAC_CACHE_DIR", None)
+        else:
+            os.environ["IMAC_CACHE_DIR"] = saved
+    netmap = net.netmap
+    first = max((t for lm in netmap.layers for t in lm.tiles), key=lambda t: t.weights.size)
+    sub = _tile_subarray(first, netmap, True)
+    one_tile = best_of(lambda: solve_subarray(sub), repeat)
+    n_tiles = netmap.n_subarrays
+    ideal = compile_network(netmap, curve, "ideal")
+    t_ideal = best_of(lambda: run_batch(ideal, x), repeat)
+    t_circuit = best_of(lambda: run_batch(net, x), repeat)
+    acc = float(np.mean(np.argmin(run_batch(net, x)[-1]["y"], axis=1) == test.labels))
+    row = {"model": name, "tiles": n_tiles, "tile_shape": list(first.shape), "build_cold_s": cold,
+           "build_warm_s": warm, "one_tile_s": one_tile, "build_ratio": cold / (n_tiles * one_tile),
+           "images": len(x), "ideal_s": t_ideal, "circuit_s": t_circuit, "batch_ratio": t_circuit / t_ideal,
+           "images_per_s": len(x) / t_circuit, "accuracy": acc}
+    if device:
+        run_batch(net, x[:256], device=device)  # warm-up (CUDA context, kernels)
+        t_dev = best_of(lambda: run_batch(net, x, device=device), repeat)
+        row.update({"device": device, "device_s": t_dev, "device_images_per_s": len(x) / t_dev})
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    dev = any("device" in r for r in rows)
+    head = ["head", "tiles", "build cold (s)", "build warm (s)", "one tile (s)", "build / (tiles x one tile)",
+            "images", "batch circuit / ideal", "circuit images/s", "accuracy"]
+    if dev:
+        head += ["device", "device images/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], str(r["tiles"]), f"{r['build_cold_s']:.2f}", f"{r['build_warm_s']:.2f}",
+                 f"{r['one_tile_s']:.4f}", f"{r['build_ratio']:.2f}", str(r["images"]), f"{r['batch_ratio']:.2f}",
+                 f"{r['images_per_s']:,.0f}", f"{100 * r['accuracy']:.2f} %"]
+        if dev:
+            cells += [r.get("device", "-"), f"{r['device_images_per_s']:,.0f}" if "device" in r else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="lenet-mnist,vgg11-cifar10")
+    ap.add_argument("--device", default=None, help="also run the circuit batch on this torch device (cpu, cuda)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        print(f"[heads] {name}", file=sys.stderr)
+        rows.append(bench_head(name, args.device, args.repeat))
+    text = table(rows)
+    print(text)
+    if args.out:
+        from imac.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
