@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -151,21 +152,34 @@ def mlp_workload(sizes: Sequence[int], batch: int = 1, activation: str = "Sigmoi
     return Workload(name, batch, tuple(layers))
 
 
+# workloads already traced, per model object: the counts depend on its layers' shapes only, and a
+# study prices the same model for many cores, precisions and energy models
+_TRACED: weakref.WeakKeyDictionary[Any, dict[tuple[int, str, str], Workload]] = weakref.WeakKeyDictionary()
+
+
 def model_workload(model: Any, batch: int = 1, fc: Literal["float", "binary", "none"] = "float",
                    name: str | None = None) -> Workload:
     """Per-layer work of a registered model (or its name) for a batch of ``batch`` images.
 
     ``fc``: ``float`` adds the float FC head (the CPU-only baseline), ``binary`` the binary head's
     sizes as CPU FC layers with a sigmoid, ``none`` only the conv trunk (what stays on the CPU in
-    CPU-IMAC)."""
-    import numpy as np
-
+    CPU-IMAC).  A model object is traced once per (batch, fc, name)."""
     if isinstance(model, str):
         from imac.nn.models import build_model
 
         name = name or model
         model = build_model(model)
     name = name or type(model).__name__
+    key = (batch, fc, name)
+    traced = _TRACED.setdefault(model, {})
+    if key not in traced:
+        traced[key] = _trace(model, batch, fc, name)
+    return traced[key]
+
+
+def _trace(model: Any, batch: int, fc: str, name: str) -> Workload:
+    import numpy as np
+
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
     if fc not in ("float", "binary", "none"):
