@@ -114,4 +114,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # the command groups register themselves on ``app`` (their heavy imports stay inside the commands)
-from imac.cli import runs, nn, hardware, system, design, bench  # noqa: E402, F401, I001  (the order of --help)
+from imac.cli import runs, nn, hardware, system, design, bench, sweep  # noqa: E402, F401, I001  (the order of --help)
