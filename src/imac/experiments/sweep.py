@@ -50,19 +50,23 @@ RESULTS_FILE = "results.parquet"
 TIMING_COLUMNS = ("build_s", "run_s", "point_s", "worker", "finished_unix_s")
 
 
-# -- shared inputs (once per process) ------------------------------------------------------------
+# -- shared inputs (once per sweep) -------------------------------------------------------------
 @dataclass
 class SharedInputs:
-    """What every point of one model needs and no point changes: the deployed model (its CPU
-    trunk, its binary head), the test-set features through the trunk, labels, operating point."""
+    """What every point of one model needs and no point changes, made once by the process that
+    runs the sweep and sent to the workers (joblib: with each task, the arrays memory-mapped;
+    Dask: scattered once to every worker).  Plain numpy: a worker never loads a checkpoint or
+    imports torch, except for the CPU-IMAC metric, which prices the model's own layers."""
 
     name: str
     head: str
-    model: Any
     checkpoint: str
-    x: np.ndarray
+    layers: list[Any]  # imac.hardware.mapping.BinaryLayer of the deployed head
+    curve: Any  # the neuron curve the head was trained with (the ideal fidelity's)
+    x: np.ndarray  # first IMAC layer inputs of the test images (int8 when they are all +-1)
     labels: np.ndarray
-    x_op: np.ndarray
+    x_op: np.ndarray  # operating-point inputs (training images) of the circuit fidelity
+    model: Any = None  # the torch model, only when the CPU-IMAC metric needs its workload
 
 
 _CACHE: dict[tuple[Any, ...], SharedInputs] = {}
@@ -71,31 +75,36 @@ _CACHE_LOCK = threading.Lock()
 
 def inputs_key(point_model: str, study: Study) -> tuple[Any, ...]:
     m = study.metrics
-    return (point_model, m.head, m.images)
+    return (point_model, m.head, m.images, m.cpu_imac is not None)
 
 
-def shared_inputs(name: str, head: str, images: int | None, spec: Any = None) -> SharedInputs:
-    """The shared inputs of a model, made once in this process (a module-level cache)."""
-    key = (name, head, images)
+def shared_inputs(name: str, study: Study, spec: Any = None) -> SharedInputs:
+    """The shared inputs of a model for a study, made once in this process (a module-level cache)."""
+    key = inputs_key(name, study)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _make_inputs(name, head, images, spec)
+            _CACHE[key] = _make_inputs(name, study, spec)
         return _CACHE[key]
 
 
-def _make_inputs(name: str, head: str, images: int | None, spec: Any) -> SharedInputs:
-    from imac.hardware.network import imac_inputs, load_model, operating_point_inputs, select_head
+def _make_inputs(name: str, study: Study, spec: Any) -> SharedInputs:
+    from imac.hardware.network import binary_layers, imac_inputs, load_model, operating_point_inputs, select_head
     from imac.nn.data import load_dataset
 
-    if head == "calibrated":
+    m = study.metrics
+    if m.head == "calibrated":
         if spec is None:
             raise ConfigError("the calibrated head needs the design it was calibrated for")
         model, path, _ = select_head(name, spec, spec.subarray.rows, calibrated=True)
     else:
         model, path, _ = load_model(name)
-    test = load_dataset(model.dataset, "test").subset(images)
-    return SharedInputs(name, head, model, str(path), imac_inputs(model, test.images), np.asarray(test.labels),
-                        operating_point_inputs(model))
+    test = load_dataset(model.dataset, "test").subset(m.images)
+    x = imac_inputs(model, test.images)
+    if np.all(np.abs(x) == 1):
+        x = x.astype(np.int8)  # 8x smaller to send; exact
+    return SharedInputs(name, m.head, str(path), binary_layers(model), model.head.neurons[0].curve, x,
+                        np.asarray(test.labels), operating_point_inputs(model),
+                        model if m.cpu_imac is not None else None)
 
 
 # -- one point -----------------------------------------------------------------------------------
@@ -116,10 +125,12 @@ def evaluate_point(spec: Any, inputs: SharedInputs, study: Study) -> dict[str, A
 
     m = study.metrics
     t0 = time.perf_counter()
-    head = build_head(inputs.model, spec, m.fidelity, x_op=inputs.x_op)
+    head = build_head(inputs.layers, spec, m.fidelity, x_op=inputs.x_op,
+                      curve=inputs.curve if m.fidelity == "ideal" else None)
     t1 = time.perf_counter()
-    outs = head.run(inputs.x)
-    acc = head.accuracy(inputs.x, inputs.labels, outs)
+    x = np.asarray(inputs.x, dtype=float)
+    outs = head.run(x)
+    acc = head.accuracy(x, inputs.labels, outs)
     cost = head.cost(outs)
     row: dict[str, Any] = {"accuracy": acc, "power_w": float(cost.power_w), "latency_s": float(cost.latency_s),
                            "energy_j": float(cost.energy_j), "area_m2": float(cost.area_m2)}
@@ -127,10 +138,11 @@ def evaluate_point(spec: Any, inputs: SharedInputs, study: Study) -> dict[str, A
         from imac.hardware.mapping import partition_counts
         from imac.system.cpu_imac import cpu_imac_cost, cpu_only_cost
 
-        sizes = list(inputs.model.fc_layer_sizes())
+        model = inputs.model
+        sizes = list(model.fc_layer_sizes())
         segments = partition_counts(sizes[0], sizes[1], spec.subarray.rows, spec.subarray.cols)[1]
-        c = cpu_only_cost(inputs.model, spec.cpu, m.cpu_imac.precision, m.cpu_imac.energy_model)
-        s = cpu_imac_cost(inputs.model, spec.cpu, m.cpu_imac.precision, cost, len(sizes) - 1, segments, "sign",
+        c = cpu_only_cost(model, spec.cpu, m.cpu_imac.precision, m.cpu_imac.energy_model)
+        s = cpu_imac_cost(model, spec.cpu, m.cpu_imac.precision, cost, len(sizes) - 1, segments, "sign",
                           "adc", spec.interface, m.cpu_imac.energy_model)
         row |= {"cpu_only_energy_j": c.energy_j, "cpu_imac_energy_j": s.energy_j,
                 "energy_saving": 1.0 - s.energy_j / c.energy_j}
@@ -139,14 +151,12 @@ def evaluate_point(spec: Any, inputs: SharedInputs, study: Study) -> dict[str, A
     return row
 
 
-def run_point(task: Task, inputs: SharedInputs | None = None) -> dict[str, Any]:
-    """One point -> one row (metrics, or the error that stopped it).  ``inputs``: scattered
-    shared inputs (Dask); None = this process's cache (joblib)."""
+def run_point(task: Task, inputs: SharedInputs) -> dict[str, Any]:
+    """One point -> one row (metrics, or the error that stopped it): the function every
+    executor runs."""
     t0 = time.perf_counter()
     row: dict[str, Any] = {"key": task.key, "status": "ok", "error": None}
     try:
-        if inputs is None:
-            inputs = shared_inputs(task.model, task.study.metrics.head, task.study.metrics.images, task.spec)
         row |= evaluate_point(task.spec, inputs, task.study)
     except Exception as err:  # recorded, the sweep goes on
         row |= {"status": "failed", "error": f"{type(err).__name__}: {err}",
@@ -173,15 +183,16 @@ def parse_dask(value: str | None) -> tuple[str, int | str] | None:
     raise ConfigError(f"--dask {value!r}: give local, local:N or tcp://HOST:PORT of a running scheduler")
 
 
-def _joblib_results(tasks: list[Task], jobs: int) -> Iterator[dict[str, Any]]:
+def _joblib_results(tasks: list[Task], jobs: int, shared: dict[tuple[Any, ...], SharedInputs]
+                    ) -> Iterator[dict[str, Any]]:
     if jobs == 1:
         for t in tasks:
-            yield run_point(t)
+            yield run_point(t, shared[inputs_key(t.model, t.study)])
         return
     from joblib import Parallel, delayed
 
     with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", batch_size=1) as par:
-        yield from par(delayed(run_point)(t) for t in tasks)
+        yield from par(delayed(run_point)(t, shared[inputs_key(t.model, t.study)]) for t in tasks)
 
 
 def _dask_results(tasks: list[Task], dask: tuple[str, int | str], shared: dict[tuple[Any, ...], SharedInputs],
@@ -202,7 +213,8 @@ def _dask_results(tasks: list[Task], dask: tuple[str, int | str], shared: dict[t
             raise ConfigError(f"cannot reach the Dask scheduler at {arg}: {err}") from None
     futures: list[Any] = []
     try:
-        say(f"dask: {len(client.scheduler_info().get('workers', {}))} workers ({client.dashboard_link or 'no dashboard'})")
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        say(f"dask: {n_workers} workers ({client.dashboard_link or 'no dashboard'})")
         scattered = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
         for t in tasks:
             futures.append(client.submit(run_point, t, scattered[inputs_key(t.model, t.study)], key=f"point-{t.key}",
@@ -432,14 +444,12 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
     try:
         if tasks:
             shared: dict[tuple[Any, ...], SharedInputs] = {}
-            if dask is not None:  # made once here, scattered to the workers
-                for t in tasks:
-                    k = inputs_key(t.model, plan.study)
-                    if k not in shared:
-                        shared[k] = shared_inputs(t.model, plan.study.metrics.head, plan.study.metrics.images, t.spec)
-            elif plan.study.metrics.head == "calibrated":  # refuse a design the head was not made for, now
-                shared_inputs(tasks[0].model, "calibrated", plan.study.metrics.images, tasks[0].spec)
-            results = _dask_results(tasks, dask, shared, say) if dask else _joblib_results(tasks, jobs)
+            for t in tasks:  # made once here, sent to the workers
+                k = inputs_key(t.model, plan.study)
+                if k not in shared:
+                    say(f"{t.model}: test-set features ({plan.study.metrics.images or 'all'} images)")
+                    shared[k] = shared_inputs(t.model, plan.study, t.spec)
+            results = _dask_results(tasks, dask, shared, say) if dask else _joblib_results(tasks, jobs, shared)
             try:
                 for res in results:
                     pt = by_key[res["key"]]
@@ -479,5 +489,19 @@ def check_sweep_folder(folder: str | Path) -> Path:
     return p
 
 
-__all__ = ["SharedInputs", "SweepResult", "Task", "check_sweep_folder", "done_keys", "evaluate_point", "parse_dask",
-           "read_points", "run_point", "run_sweep", "shared_inputs", "write_results", "plan_study", "load_study"]
+__all__ = [
+    "SharedInputs",
+    "SweepResult",
+    "Task",
+    "check_sweep_folder",
+    "done_keys",
+    "evaluate_point",
+    "load_study",
+    "parse_dask",
+    "plan_study",
+    "read_points",
+    "run_point",
+    "run_sweep",
+    "shared_inputs",
+    "write_results",
+]

@@ -131,14 +131,14 @@ class Axis(_Strict):
             return [{str(self.path): v} for v in self.values]
         if self.range is not None:
             r = self.range
-            n = int(math.floor((r.stop - r.start) / r.step + 1e-9)) + 1
+            n = math.floor((r.stop - r.start) / r.step + 1e-9) + 1
             if n < 1:
                 raise ConfigError(f"range of {self.path}: stop ({r.stop:g}) is below start ({r.start:g})")
             if n > MAX_POINTS:
                 raise ConfigError(f"range of {self.path}: {n} values is too many")
             ints = all(float(v).is_integer() for v in (r.start, r.step))
             vals = [r.start + i * r.step for i in range(n)]
-            return [{str(self.path): int(round(v)) if ints else float(v)} for v in vals]
+            return [{str(self.path): round(v) if ints else float(v)} for v in vals]
         if self.logrange is not None:
             lr = self.logrange
             vals = np.geomspace(lr.start, lr.stop, lr.num)
@@ -156,8 +156,11 @@ class Axis(_Strict):
         for row in unit:
             point: dict[str, Any] = {}
             for u, (p, (lo, hi)) in zip(row, sample.bounds.items(), strict=True):
-                v = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if p in sample.log else lo + u * (hi - lo)
-                point[p] = int(round(v)) if p in sample.integer else float(v)
+                if p in sample.log:
+                    v = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+                else:
+                    v = lo + u * (hi - lo)
+                point[p] = round(v) if p in sample.integer else float(v)
             out.append(point)
         return out
 
@@ -307,6 +310,17 @@ def mc_seed(mc: MonteCarlo, r: int, design_values: dict[str, Any]) -> int:
     return int(ss.generate_state(1, np.uint32)[0])
 
 
+def _with_seed(spec: ImacSpec, path: str, seed: int) -> ImacSpec:
+    """``spec`` with a Monte Carlo seed set: a validated copy of the one section when the seed is
+    ``variation.seed`` (nothing derives from it), else through :func:`with_overrides`."""
+    if path == "variation.seed":
+        from imac.config import VariationSpec
+
+        variation = VariationSpec.model_validate({**spec.variation.model_dump(), "seed": seed})
+        return spec.model_copy(update={"variation": variation})
+    return with_overrides(spec, {path: seed}, source="monte_carlo")
+
+
 def plan_study(study: Study, source: str | Path = "<study>") -> Plan:
     """Every point of the study, each spec resolved and validated before any work: a bad axis
     value is refused naming its path and value; an unknown model name is refused too."""
@@ -364,7 +378,7 @@ def plan_study(study: Study, source: str | Path = "<study>") -> Plan:
             if study.monte_carlo is not None:
                 seed = mc_seed(study.monte_carlo, r, values)
                 try:
-                    spec = with_overrides(design_spec, {study.monte_carlo.path: seed}, source="monte_carlo")
+                    spec = _with_seed(design_spec, study.monte_carlo.path, seed)
                 except ConfigError as err:
                     raise ConfigError(f"{source}: monte_carlo.path {study.monte_carlo.path} = {seed}: {err}") from None
             for model in study.models:
