@@ -34,8 +34,8 @@ EXEMPT = {
 PROBES = {
     "cpu.int8_accumulator_bits": 16,
     "cpu.simd_width_bits": 256,
-    "interface.buffer_bytes": 65536,
-    "subarray.cols": 48,  # columns are split evenly: 32 -> 33 keeps every tile (e.g. 120 = 4 x 30)  # below 8 KiB the SRAM energy per byte is flat (Horowitz's first point)
+    "interface.buffer_bytes": 65536,  # below 8 KiB the SRAM energy per byte is flat (Horowitz's first point)
+    "subarray.cols": 48,  # columns are split evenly: 32 -> 33 keeps every tile (e.g. 120 = 4 x 30)
     "mtj.tmr_half_bias_v": 1.0,
     "neuron.mtj.tmr_half_bias_v": 1.0,
     "wires.grain_size_m": 30e-9,
