@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 import timeit
@@ -95,6 +96,9 @@ def bench_size(n: int, topology: str, args: argparse.Namespace) -> dict[str, Any
         t_ref = (time.perf_counter() - t2) / k
         row.update(reference=f"Krylov ({max(kr.iterations)} it.)", ref_s_per_vector=t_ref, ref_vectors=k,
                    error_v=float(np.max(np.abs(kr.outputs - ours[:k]))), speedup=t_ref * args.batch / t_nested)
+    # high-water mark of the whole process so far (BLAS work space included): the figure for
+    # the largest size of a run
+    row["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     A, b = solved.A, solved.offset(v_dd)
     w_in = np.ascontiguousarray(w[:-1].T)
     row["batch_ratio"] = _best_time(lambda: inputs @ A.T + b) / _best_time(lambda: inputs @ w_in.T)
@@ -107,16 +111,17 @@ def _fmt(r: dict[str, Any], key: str, spec: str, missing: str = "-") -> str:
 
 def tables(rows: list[dict[str, Any]], batch: int) -> str:
     lines = [
-        f"| size | amplifier | unknowns | nested: factor + transfer (s) | peak memory (MB) | sparse LU (s) "
+        f"| size | amplifier | unknowns | nested: factor + transfer (s) | peak memory (MB) | process RSS (MB) "
+        f"| sparse LU (s) "
         f"| LU / nested | reference | ref. s/vector | speed-up vs ref. (batch {batch}) | max abs error (V) "
         f"| LU - nested (V) | batch / ideal matmul | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = "-" if r.get("sparse_s") is None else f"{r['sparse_s'] / r['nested_s']:.1f}x"
         lines.append(
             f"| {r['size']}x{r['size']} | {r['topology']} | {r['unknowns']} | {r['nested_s']:.3f} | "
-            f"{_fmt(r, 'peak_mb', '.1f')} | {_fmt(r, 'sparse_s', '.3f')} | {ratio} | {r.get('reference', '-')} | "
+            f"{_fmt(r, 'peak_mb', '.1f')} | {r['rss_mb']:.0f} | {_fmt(r, 'sparse_s', '.3f')} | {ratio} | {r.get('reference', '-')} | "
             f"{_fmt(r, 'ref_s_per_vector', '.2f')} | {_fmt(r, 'speedup', '.0f')}"
             f"{'' if r.get('speedup') is None else 'x'} | {_fmt(r, 'error_v', '.1e')} | "
             f"{_fmt(r, 'sparse_diff_v', '.1e')} | {r['batch_ratio']:.2f} | {r['load']:.1f} |"
