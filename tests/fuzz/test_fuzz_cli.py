@@ -529,7 +529,7 @@ def _run_and_check(fuzz_base: tuple[Path, Path], argv: list[str], env: dict[str,
 
 
 @pytest.mark.parametrize("index", range(len(COMMANDS)), ids=COMMAND_IDS)
-@fuzz_settings(6)
+@fuzz_settings(5)
 @given(data=st.data(), env=environments, config=config_file_bytes)
 def test_cli_command_grammar(fuzz_base: tuple[Path, Path], index: int, data: st.DataObject,
                              env: dict[str, Any], config: bytes) -> None:
@@ -537,7 +537,7 @@ def test_cli_command_grammar(fuzz_base: tuple[Path, Path], index: int, data: st.
     _run_and_check(fuzz_base, argv, env, config)
 
 
-@fuzz_settings(20)
+@fuzz_settings(15)
 @given(argv=random_vectors, env=environments, config=config_file_bytes)
 def test_cli_random_words(fuzz_base: tuple[Path, Path], argv: list[str], env: dict[str, Any],
                           config: bytes) -> None:
@@ -552,6 +552,8 @@ KNOWN_SIGNATURES: dict[str, str] = {
     # typer prints the help itself (to stdout) and get_help() returns '': exit 2, stderr '\n'
     # train --threads -1: torch.set_num_threads raises RuntimeError (the option has no min=1)
     "train-negative-threads": r"exit code 70; stderr: .internal error: RuntimeError: set_num_threads",
+    # a config with 'v_dd: <400 digits>': OverflowError in the spec tree's derivations (exit 70)
+    "derive-float-overflow": r"exit code 70; stderr: .internal error: OverflowError: int too large to convert",
     "bare-group-help-on-stdout": r"exit 2 without a message \(argv=\[(?:'--spice-timeout', '[^']*'(?:, )?)?"
                                  r"(?:'(?:neuron|bench|config)')?\]",
 }
@@ -560,13 +562,15 @@ _NO_SPICE = {"IMAC_NGSPICE": "{root}/no-ngspice"}
 
 
 def _xfail(reason: str, argv: list[str], env: dict[str, Any] | None = None, config: bytes = b"") -> Any:
-    return pytest.param(argv, env or _NO_SPICE, config, marks=pytest.mark.xfail(strict=True, reason=reason),
-                        id=" ".join(argv)[:60] or "(none)")
+    mark = pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError)
+    return pytest.param(argv, env or _NO_SPICE, config, marks=mark, id=" ".join(argv)[:60] or "(none)")
 
 
 KNOWN_FAILURES: list[Any] = [
     *[_xfail("help of a bare group goes to stdout, stderr gets an empty line (bare-group-help-on-stdout)", g)
       for g in ([], ["neuron"], ["bench"], ["config"])],
+    _xfail("config show -c FILE with 'v_dd: 1000...0' (401 digits): internal error (exit 70), OverflowError "
+           "(derive-float-overflow)", ["config", "show", "-c", "cfg.yaml"], None, ("v_dd: 1" + "0" * 400).encode()),
     _xfail("train --threads -1: internal error (exit 70), RuntimeError from torch.set_num_threads "
            "(train-negative-threads)",
            ["train", "mlp-mnist", "--threads", "-1", "--limit-train", "1", "--limit-test", "1", "--epochs", "1",
