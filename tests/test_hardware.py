@@ -294,12 +294,15 @@ def test_tile_reduction_equals_the_full_solve(rng: np.random.Generator, topology
 
 @pytest.mark.parametrize(("n", "m"), [(1, 3), (5, 1), (2, 2), (32, 32), (40, 7)])
 def test_dense_sweep_equals_the_sparse_reduction(rng: np.random.Generator, n: int, m: int) -> None:
-    from imac.hardware.tiles import reduce_tile, reduce_tiles_dense
+    from imac.hardware.tiles import reduce_tile, reduce_tile_nested, reduce_tiles_dense
 
     subs = [_random_sub(rng, n, m, "difference", True, r) for r in (0.0, 120.0, 0.0)]
     for sub, red in zip(subs, reduce_tiles_dense(subs), strict=True):
         ref = reduce_tile(sub)
         for got, want in ((red.Z, ref.Z), (red.H, ref.H), (red.Y0, ref.Y0)):  # floor: Y0 = 0 for one line
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * max(np.max(np.abs(want)), 1e-4))
+        nested = reduce_tile_nested(sub)
+        for got, want in ((nested.Z, ref.Z), (nested.H, ref.H), (nested.Y0, ref.Y0)):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * max(np.max(np.abs(want)), 1e-4))
     with pytest.raises(ValueError, match="one shape"):
         reduce_tiles_dense([subs[0], _random_sub(rng, n + 1, m, "difference")])

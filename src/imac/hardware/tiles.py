@@ -47,6 +47,7 @@ REDUCTION_VERSION = "imac-tile-reduction-1"  # bump when the reduction's meaning
 MEMORY_CACHE_BYTES = 512 * 2**20
 DISK_MIN_UNKNOWNS = 1000  # smaller tiles (no wires) are solved faster than read back
 PARALLEL_MIN_SECONDS = 3.0  # below this much work, starting worker processes costs more than it saves
+NESTED_MIN_CELLS = 64 * 64  # larger tiles: nested dissection (equal speed at 64x64, faster above)
 DENSE_CHUNK_ELEMENTS = 32 * 96**2 * 32  # tiles per dense chunk: 32 of 32x32 (the fastest here)
 
 
@@ -369,11 +370,30 @@ def reduce_tiles_wireless(subs: Sequence[Subarray]) -> list[TileReduction]:
     return out
 
 
+def reduce_tile_nested(sub: Subarray) -> TileReduction:
+    """The reduction of one large tile from the nested-dissection terminal matrix of
+    :mod:`imac.circuit.nested` (the passive array's Schur complement onto [sources, ends])."""
+    from imac.circuit.nested import terminal_matrix
+
+    S = terminal_matrix(sub)
+    n, m = sub.rows, sub.cols
+    ends = n + np.concatenate([2 * np.arange(m), 2 * np.arange(m) + 1])  # theirs: p, q per column
+    Z = np.linalg.inv(S[np.ix_(ends, ends)])
+    S_es = S[ends, :n]
+    H = -Z @ S_es
+    Y0 = S[:n, :n] + S_es.T @ H
+    return TileReduction(0.5 * (Z + Z.T), H, 0.5 * (Y0 + Y0.T))
+
+
 def _reduce_group(subs: Sequence[Subarray]) -> list[TileReduction]:
-    """Reductions of a chunk of tiles: the dense sweep for same-shape tiles with wires, the
-    closed form without any wire or driver resistance, the sparse LU otherwise."""
+    """Reductions of a chunk of tiles: for tiles with wires, the dense sweep batched over
+    same-shape tiles up to NESTED_MIN_CELLS cells, nested dissection above (one large tile at a
+    time: 128x128 ~7x, 401x120 ~7x faster than the sweep); the closed form without any wire or
+    driver resistance; the sparse LU otherwise."""
     s0 = subs[0]
     if s0.r_vertical > 0 and s0.r_horizontal > 0:
+        if s0.rows * s0.cols > NESTED_MIN_CELLS:
+            return [reduce_tile_nested(s) for s in subs]
         return reduce_tiles_dense(subs)
     if s0.r_vertical == 0 and s0.r_horizontal == 0 and all(not np.any(s.r_driver) for s in subs):
         return reduce_tiles_wireless(subs)
