@@ -443,6 +443,8 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
         bar = tqdm(total=len(plan.points), initial=skipped, desc=plan.study.name, unit="pt", dynamic_ncols=True)
     try:
         if tasks:
+            if plan.study.metrics.head == "calibrated":
+                check_calibrated_design(plan)
             shared: dict[tuple[Any, ...], SharedInputs] = {}
             for t in tasks:  # made once here, sent to the workers
                 k = inputs_key(t.model, plan.study)
@@ -479,6 +481,23 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
     atomic_write_text(folder / MARKER, json.dumps({"status": "complete" if not failed else "complete-with-failures",
                                                    "pid": os.getpid(), "finished_unix_s": time.time()}))
     return SweepResult(folder, len(plan.points), computed, skipped, failed, time.perf_counter() - t0)
+
+
+def check_calibrated_design(plan: Plan) -> None:
+    """A calibrated head exists for one design: refuse a study whose points change that design
+    (the MTJ, wires, V_DD, rows, ...), before any work.  Variation and faults are test conditions
+    of the design and may change."""
+    from imac.hardware.network import head_design
+
+    seen: dict[str, dict[str, str]] = {}
+    for p in plan.points:
+        design = head_design(p.spec, p.spec.subarray.rows)
+        seen.setdefault(json.dumps(design, sort_keys=True), design)
+        if len(seen) > 1:
+            a, b = list(seen.values())[:2]
+            changed = [k for k in a if a[k] != b.get(k)]
+            raise ConfigError(f"metrics.head: calibrated: a calibrated head is made for one design, and this study's "
+                              f"points change {', '.join(changed)}; use head: software (or keep those fixed)")
 
 
 def check_sweep_folder(folder: str | Path) -> Path:

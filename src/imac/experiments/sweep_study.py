@@ -97,6 +97,7 @@ class Axis(_Strict):
 
     path: str | None = None
     values: list[Any] | None = None
+    set: list[dict[str, Any]] | None = Field(None, description="joint assignments: a list of {path: value, ...}")
     range: RangeAxis | None = None
     logrange: LogRangeAxis | None = None
     random: SampleAxis | None = None
@@ -104,31 +105,37 @@ class Axis(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Axis:
-        kinds = [k for k in ("values", "range", "logrange", "random", "lhs") if getattr(self, k) is not None]
+        kinds = [k for k in ("values", "set", "range", "logrange", "random", "lhs") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of values, range, logrange, random, lhs "
+            raise ValueError("give exactly one of values, set, range, logrange, random, lhs "
                              f"(got {', '.join(kinds) or 'none'})")
         if kinds[0] in ("values", "range", "logrange") and not self.path:
             raise ValueError(f"{kinds[0]} needs a path (the dotted spec field it sets)")
-        if kinds[0] in ("random", "lhs") and self.path:
-            raise ValueError(f"{kinds[0]} names its fields in bounds, not in path")
+        if kinds[0] in ("random", "lhs", "set") and self.path:
+            raise ValueError(f"{kinds[0]} names its fields itself, not in path")
+        if self.set is not None and (not self.set or any(set(d) != set(self.set[0]) or not d for d in self.set)):
+            raise ValueError("set: give a list of mappings, each with the same non-empty fields")
         if self.values is not None and not self.values:
             raise ValueError("values: give at least one value")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("values", "range", "logrange", "random", "lhs") if getattr(self, k) is not None)
+        return next(k for k in ("values", "set", "range", "logrange", "random", "lhs") if getattr(self, k) is not None)
 
     @property
     def paths(self) -> list[str]:
         sample = self.random or self.lhs
+        if self.set is not None:
+            return list(self.set[0])
         return list(sample.bounds) if sample is not None else [str(self.path)]
 
     def expand(self) -> list[dict[str, Any]]:
         """The axis's points: one mapping path -> value each."""
         if self.values is not None:
             return [{str(self.path): v} for v in self.values]
+        if self.set is not None:
+            return [dict(d) for d in self.set]
         if self.range is not None:
             r = self.range
             n = math.floor((r.stop - r.start) / r.step + 1e-9) + 1
