@@ -121,7 +121,7 @@ def tables(rows: list[dict[str, Any]], batch: int) -> str:
         ratio = "-" if r.get("sparse_s") is None else f"{r['sparse_s'] / r['nested_s']:.1f}x"
         lines.append(
             f"| {r['size']}x{r['size']} | {r['topology']} | {r['unknowns']} | {r['nested_s']:.3f} | "
-            f"{_fmt(r, 'peak_mb', '.1f')} | {r['rss_mb']:.0f} | {_fmt(r, 'sparse_s', '.3f')} | {ratio} | "
+            f"{_fmt(r, 'peak_mb', '.1f')} | {_fmt(r, 'rss_mb', '.0f')} | {_fmt(r, 'sparse_s', '.3f')} | {ratio} | "
             f"{r.get('reference', '-')} | "
             f"{_fmt(r, 'ref_s_per_vector', '.2f')} | {_fmt(r, 'speedup', '.0f')}"
             f"{'' if r.get('speedup') is None else 'x'} | {_fmt(r, 'error_v', '.1e')} | "
