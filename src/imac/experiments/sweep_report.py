@@ -84,20 +84,24 @@ def _plt() -> Any:
     return plt
 
 
-def plot_pareto(marked: list[dict[str, Any]], x: str, y: str, ax: Any = None) -> Any:
-    """Scatter of every design on (x, y) with the Pareto front highlighted."""
+def plot_pareto(marked: list[dict[str, Any]], x: str, y: str, goals: tuple[str, str] = ("min", "max"),
+                ax: Any = None) -> Any:
+    """Scatter of every design on (x, y): the designs on the front over all the study's
+    objectives in red, and the front of these two objectives alone as a staircase."""
     plt = _plt()
     ax = ax or plt.subplots(figsize=(6, 4.5))[1]
-    xs = np.array([s.get(x) or np.nan for s in marked], dtype=float)
-    ys = np.array([s.get(y) or np.nan for s in marked], dtype=float)
+    xs = np.array([np.nan if s.get(x) is None else s[x] for s in marked], dtype=float)
+    ys = np.array([np.nan if s.get(y) is None else s[y] for s in marked], dtype=float)
     front = np.array([s["pareto"] for s in marked])
-    ax.scatter(xs[~front], ys[~front], s=18, c="0.6", label="designs")
-    order = np.argsort(xs[front])
-    ax.plot(xs[front][order], ys[front][order], "o-", c="C3", ms=6, label="Pareto front")
+    ax.scatter(xs[~front], ys[~front], s=18, c="0.6", label="dominated designs")
+    ax.scatter(xs[front], ys[front], s=36, c="C3", label="Pareto front (all objectives)", zorder=3)
+    two = pareto_mask(np.column_stack([xs, ys]), list(goals))
+    order = np.argsort(xs[two])
+    ax.step(xs[two][order], ys[two][order], where="post", c="C0", lw=1.2, label=f"front of {x} and {y} alone")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     return ax
 
 
@@ -143,7 +147,8 @@ def plot_heatmap(stats: list[dict[str, Any]], x: str, y: str, value: str = "accu
     for i in range(len(ys)):
         for j in range(len(xs)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="w")
+                light = grid[i, j] > np.nanmin(grid) + 0.6 * (np.nanmax(grid) - np.nanmin(grid))
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8, color="k" if light else "w")
     plt.colorbar(im, ax=ax, label=value)
     return ax
 
@@ -203,7 +208,8 @@ def write_report(folder: str | Path) -> dict[str, Any]:
     obj = [("accuracy_mean" if m == "accuracy" else m) for m in objectives]
     if len(obj) >= 2 and stats:
         x, y = obj[1], obj[0]
-        _save(plot_pareto(marked, x, y), folder / "pareto.png")
+        goals = list(objectives.values())
+        _save(plot_pareto(marked, x, y, (goals[1], goals[0])), folder / "pareto.png")
         plots.append(("Pareto front", "pareto.png"))
     rep = study.get("report") or {}
     bx = rep.get("x") or (num_axes[0] if num_axes else None)
