@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as err:  # usage errors (typer's own click): one line, where to look
         ctx = getattr(err, "ctx", None)
         if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `imac` or a group alone
-            typer.echo(ctx.get_help(), err=True)
+            text = ctx.get_help()
+            if text.strip():  # with rich installed, typer has printed the help itself (to stdout)
+                typer.echo(text)
+            typer.echo(f"error: missing command (see `{ctx.command_path} --help`)", err=True)
             sys.exit(2)
         message = err.format_message() if hasattr(err, "format_message") else str(err)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""

@@ -34,7 +34,7 @@ def train_cmd(
         help="Adam learning rate (default: the model's).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="Data root (else IMAC_DATA_DIR, ../shared/data, cache, download).")] = None,
-    threads: Annotated[int, typer.Option(
+    threads: Annotated[int, typer.Option(min=1,
         help="torch CPU threads (1: these small nets gain nothing from more, and spinning "
         "OpenMP threads slow 20x or more when other processes share the cores).")] = 1,
     overwrite: OverwriteOpt = False,

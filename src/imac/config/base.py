@@ -102,7 +102,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
     errors = err.errors()
     for e in errors[:10]:
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        # a key may hold any character: quoted when it is not plain, so the message stays one line
+        path = ".".join(str(p) if str(p).isprintable() else repr(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -165,6 +166,8 @@ def read_yaml(path: Path) -> Any:
         what = " ".join(str(err.problem or err.context or "unreadable").split())
         raise ConfigError(f"malformed YAML in {path}{where}: {what[:300]}") from None
     except yaml.YAMLError as err:
+        raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())[:300]}") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a tag or scalar that YAML cannot build
         raise ConfigError(f"malformed YAML in {path}: {' '.join(str(err).split())[:300]}") from None
     except RecursionError:
         raise ConfigError(f"malformed YAML in {path}: nested too deeply") from None

@@ -24,8 +24,8 @@ from imac.config.base import (
 class MTJSpec(Spec):
     """SOT-MRAM magnetic tunnel junction with an elliptical free layer."""
 
-    length_m: float = Field(50e-9, gt=0, description="Free-layer ellipse major axis, m.")
-    width_m: float = Field(30e-9, gt=0, description="Free-layer ellipse minor axis, m.")
+    length_m: float = Field(50e-9, ge=1e-10, le=1e-4, description="Free-layer ellipse major axis, m.")
+    width_m: float = Field(30e-9, ge=1e-10, le=1e-4, description="Free-layer ellipse minor axis, m.")
     ra_ohm_m2: float = Field(10e-12, gt=0, description="Resistance-area product, ohm*m^2.")
     tmr: float = Field(2.0, gt=0, description="Zero-bias tunnel magnetoresistance ratio (2.0 = 200 %).")
     tmr_half_bias_v: float | None = Field(
@@ -215,13 +215,13 @@ class NeuronSpec(Spec):
             raw = data.get("mtj")
             try:  # a bad MTJ is refused, with its path, by the validation below
                 mtj = MTJSpec() if raw is None else raw if isinstance(raw, MTJSpec) else MTJSpec.model_validate(raw)
-            except ValidationError:
+            except (ValidationError, TypeError):
                 mtj = None
             if raw is None:
                 data["mtj"], derived["mtj"] = mtj, "the default MTJ"
             try:  # a bad V_DD is refused by the field's own validation below
                 v_dd: float | None = float(data.get("v_dd", cls.model_fields["v_dd"].default))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 v_dd = None
             if mtj is None:
                 v_dd = None  # nothing to derive from

@@ -36,8 +36,8 @@ class CpuCoreSpec(Spec):
 
     name: str = Field(min_length=1, description="Preset name.")
     description: str = Field("", description="The core and the SoC it stands for.")
-    node_nm: float = Field(gt=0, description="Process node used to scale the 45 nm energies, nm.")
-    vdd_v: float = Field(gt=0, description="Core supply used to scale the 45 nm energies, V.")
+    node_nm: float = Field(gt=0, le=1000, description="Process node used to scale the 45 nm energies, nm.")
+    vdd_v: float = Field(ge=V_DD_MIN_V, le=V_DD_MAX_V, description="Core supply used to scale the 45 nm energies, V.")
     frequency_hz: float = Field(gt=0, description="Core clock, Hz.")
     simd_width_bits: int = Field(gt=0, description="SIMD register width, bits (NEON 128, AVX-512 512).")
     simd_pipes: int = Field(gt=0, description="SIMD multiply-accumulate pipes issuing one instruction each per cycle.")
@@ -73,7 +73,7 @@ class CpuCoreSpec(Spec):
             try:  # bad values are refused, with their paths, by the validation below
                 node, vdd = float(data["node_nm"]), float(data["vdd_v"])
                 ok = node > 0 and vdd > 0
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 ok = False
             sources = dict(data.get("sources") or {}) if isinstance(data.get("sources"), dict) else None
             for name, (e45, why) in CORE_ENERGIES_45NM.items():
@@ -92,7 +92,7 @@ class CpuCoreSpec(Spec):
                                                                         node, vdd)}
                             derived[f"caches.{k}.energy_j_per_byte"] = (f"{H45_SOURCE} SRAM read vs size, "
                                                                        f"scaled ({SCALING_RULE})")
-                        except (TypeError, ValueError):
+                        except (TypeError, ValueError, OverflowError):
                             pass
                     filled.append(c)
                 data["caches"] = filled
@@ -142,8 +142,8 @@ class InterfaceSpec(Spec):
 
     v_dd: float = Field(0.8, ge=V_DD_MIN_V, le=V_DD_MAX_V, description="IMAC supply and input-line swing reference, "
                         "V (SYSTEM.md sec. 3; in a whole spec: the one V_DD at its top).")
-    node_nm: float = Field(22.0, gt=0, description="Node of the interface logic (scales Horowitz energies), nm "
-                           "(the project's 22 nm PTM card).")
+    node_nm: float = Field(22.0, gt=0, le=1000, description="Node of the interface logic (scales Horowitz "
+                           "energies), nm (the project's 22 nm PTM card).")
     buffer_bytes: int = Field(4096, gt=0, description="Input/output buffer SRAM size, bytes (our choice: holds "
                               "the 4096-wide VGG features at 8 bit).")
     buffer_energy_j_per_byte: float | None = Field(
@@ -201,7 +201,7 @@ class InterfaceSpec(Spec):
                 v_dd = float(data.get("v_dd", cls.model_fields["v_dd"].default))
                 size = float(data.get("buffer_bytes", cls.model_fields["buffer_bytes"].default))
                 ok = node > 0 and v_dd > 0 and size > 0
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 ok = False
             if ok and data.get("buffer_energy_j_per_byte") is None:
                 data["buffer_energy_j_per_byte"] = scale_energy(sram_energy_45nm(size), node, v_dd)

@@ -91,10 +91,15 @@ class ImacSpec(Spec):
 def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
     """Fill the derived values of a raw spec mapping in place of the absent ones (recording
     each in ``derived``); refuse a second V_DD.  Bad values are left for validation to refuse
-    with their dotted paths."""
+    with their dotted paths (what derives from a bad value is left out, not guessed)."""
+    cpu = data.get("cpu")
+    if cpu is None or isinstance(cpu, (str, dict)):
+        data["cpu"] = core_data(DEFAULT_CORE if cpu is None else cpu)
+        if cpu is None or isinstance(cpu, str):
+            derived["cpu"] = f"preset {DEFAULT_CORE if cpu is None else cpu}"
     try:
         v_dd = float(data.get("v_dd", ImacSpec.model_fields["v_dd"].default))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return data
     for section in V_DD_USERS:
         sub = _as_dict(data.get(section))
@@ -107,7 +112,7 @@ def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, An
         derived[f"{section}.v_dd"] = "v_dd"
     try:
         mtj = MTJSpec.model_validate(_as_dict(data.get("mtj")) or {})
-    except ValidationError:
+    except (ValidationError, TypeError):
         return data
     if mtj.r_p_ohm < MIN_RESISTANCE_OHM:
         raise ValueError(f"the MTJ's R_P = RA/area = {mtj.r_p_ohm:g} ohm is below {MIN_RESISTANCE_OHM:g} ohm: "
@@ -121,12 +126,6 @@ def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, An
         data["synapse"] = {**syn, "r_low_ohm": mtj.r_p_ohm, "r_high_ohm": mtj.r_ap_at(v_dd)}
         derived["synapse.r_low_ohm"] = "R_P = RA/area of mtj"
         derived["synapse.r_high_ohm"] = "R_AP of mtj at the read voltage V_DD"
-    cpu = data.get("cpu")
-    if cpu is None or isinstance(cpu, (str, dict)):
-        core = core_data(DEFAULT_CORE if cpu is None else cpu)
-        data["cpu"] = core
-        if cpu is None or isinstance(cpu, str):
-            derived["cpu"] = f"preset {DEFAULT_CORE if cpu is None else cpu}"
     return data
 
 
