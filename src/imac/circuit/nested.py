@@ -502,7 +502,7 @@ def _solve_tile(sub: Subarray, key: TileKey, r0: int, c0: int, chunk_cells: int)
     return merge_stacked(SA[None], SB[None], merge_plan(ka, kb, sbs))[0]
 
 
-def terminal_matrix(sub: Subarray, chunk_cells: int = CHUNK_CELLS) -> np.ndarray:
+def terminal_matrix(sub: Subarray, chunk_cells: int | None = None) -> np.ndarray:
     """Schur complement (rows + 2 cols square, S) of the passive array onto its terminals.
 
     Order: the line sources (one per row, bias line last), then the amplifier ends of each
@@ -511,7 +511,7 @@ def terminal_matrix(sub: Subarray, chunk_cells: int = CHUNK_CELLS) -> np.ndarray
     if not (sub.r_vertical > 0 and sub.r_horizontal > 0):
         raise SolverError("the nested-dissection reduction needs positive wire resistance in both directions")
     root = TileKey(sub.rows, sub.cols, False, False, True, True)
-    S = _solve_tile(sub, root, 0, 0, chunk_cells)
+    S = _solve_tile(sub, root, 0, 0, CHUNK_CELLS if chunk_cells is None else chunk_cells)
     return 0.5 * (S + S.T)
 
 
@@ -542,7 +542,7 @@ def amplifier_block(sub: Subarray, S_ee: np.ndarray) -> np.ndarray:
     return K
 
 
-def reduce_subarray(sub: Subarray, chunk_cells: int = CHUNK_CELLS) -> Terminals:
+def reduce_subarray(sub: Subarray, chunk_cells: int | None = None) -> Terminals:
     """Transfer matrix (cols x rows, bias column included) by nested dissection."""
     n = sub.rows
     S = terminal_matrix(sub, chunk_cells)
