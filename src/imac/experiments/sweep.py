@@ -374,7 +374,8 @@ def done_keys(folder: Path) -> tuple[set[str], set[str]]:
     """(keys of finished points, keys of failed points) found in a sweep folder."""
     import pyarrow.parquet as pq
 
-    ok, failed = set(), set()
+    ok: set[str] = set()
+    failed: set[str] = set()
     for f in (Path(folder) / POINTS_DIR).glob("*.parquet"):
         try:
             status = pq.read_table(f, columns=["status"]).column("status")[0].as_py()

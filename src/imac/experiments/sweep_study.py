@@ -148,8 +148,7 @@ class Axis(_Strict):
             return [{str(self.path): round(v) if ints else float(v)} for v in vals]
         if self.logrange is not None:
             lr = self.logrange
-            vals = np.geomspace(lr.start, lr.stop, lr.num)
-            return [{str(self.path): float(v)} for v in vals]
+            return [{str(self.path): float(v)} for v in np.geomspace(lr.start, lr.stop, lr.num)]
         sample = self.random or self.lhs
         assert sample is not None
         d = len(sample.bounds)
