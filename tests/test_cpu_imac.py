@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from imac.config import ImacSpec
+from imac.config import ImacSpec, parse_spec
 from imac.errors import ConfigError
 from imac.system import cpu_imac as ci
 from imac.system.cpu import check_precision, estimate, load_core, model_workload
@@ -37,7 +37,15 @@ REQUIRED_KEYS = ("energy_cpu_only_j", "energy_cpu_imac_j", "energy_saving", "lat
 
 
 @pytest.fixture(scope="module", autouse=True)
-def mnist_available() -> None:
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Tile reductions and priced heads go to a temporary cache folder, not ~/.cache/imac."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMAC_CACHE_DIR", str(tmp_path_factory.mktemp("imac-cache")))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mnist_available(_cache_in_tmp: Any) -> None:
     from imac.errors import DataError
     from imac.nn.data import load_dataset
 
@@ -486,6 +494,31 @@ def test_energy_study_prices_every_tile_without_the_sampling_bias(sampled_256: t
     sampled_basis = {r["component"]: r["basis"] for r in few.table()}
     assert "sampled: 64 of 256 neurons" in sampled_basis["layer0.amplifiers"]
     assert all("sampled" not in r["basis"] for r in every.table())
+
+
+def test_head_cost_cache_skips_a_repeated_study(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path))
+    spec = ImacSpec()
+    sizes, vpus = [64, 64, 10], [0.0625, 0.0625]
+    first = ci.cached_head_cost(sizes, vpus, spec, 32, 32, "behavioral")
+    assert len(list((tmp_path / "studies").glob("*.json"))) == 1
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise AssertionError("priced again")
+
+    monkeypatch.setattr(ci, "sampled_head_cost", boom)
+    again = ci.cached_head_cost(sizes, vpus, spec, 32, 32, "behavioral")
+    assert again.table() == first.table()
+    assert (again.latency_s, again.layer_latency_s) == (first.latency_s, first.layer_latency_s)
+    for other in ({"seed": 1}, {"sample_tiles": 1}, {"fidelity": "circuit"}):  # another key: priced again
+        with pytest.raises(AssertionError, match="priced again"):
+            ci.cached_head_cost(sizes, vpus, spec, 32, 32, **{"fidelity": "behavioral", **other})
+    with pytest.raises(AssertionError, match="priced again"):
+        ci.cached_head_cost(sizes, vpus, parse_spec({"amplifier": {"r_in_ohm": 2000.0}}, ImacSpec), 32, 32,
+                            "behavioral")
+    monkeypatch.setenv("IMAC_CACHE_DIR", "off")
+    with pytest.raises(AssertionError, match="priced again"):
+        ci.cached_head_cost(sizes, vpus, spec, 32, 32, "behavioral")
 
 
 def test_sampled_head_cost_rejects_bad_arguments() -> None:

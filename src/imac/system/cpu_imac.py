@@ -499,8 +499,8 @@ def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: s
     sizes = _fc_sizes(model)
     if imac is None:
         vpus = [float(i["volts_per_unit_sum"]) for i in model.head.layer_info()]
-        imac = sampled_head_cost(sizes, vpus, spec, rows, spec.subarray.cols, fidelity, sample_tiles, seed,
-                                 progress)
+        imac = cached_head_cost(sizes, vpus, spec, rows, spec.subarray.cols, fidelity, sample_tiles, seed,
+                                progress)
     segments = partition_counts(sizes[0], sizes[1], rows, spec.subarray.cols)[1]  # first layer's vpar
     cpu_only = cpu_only_cost(model, core_spec, precision, energy_model)
     full = cpu_imac_cost(model, core_spec, precision, imac, len(sizes) - 1, segments, driver, readout, iface,
@@ -587,6 +587,58 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     total.rows.append(CostRow("routing", "-", 1, 0.0, 0.0, 0.0, spec.cost.routing_overhead * area,
                               "routing overhead fraction (CostSpec)"))
     return total
+
+
+STUDY_CACHE_VERSION = "imac-head-cost-1"
+
+
+def cached_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float], spec: ImacSpec, rows: int,
+                     cols: int, fidelity: str = "circuit", sample_tiles: int | None = None, seed: int = 0,
+                     progress: Callable[[str], None] | None = None) -> Any:
+    """:func:`sampled_head_cost`, kept on disk (``<cache>/studies/<key>.json``, the tile cache's
+    folder) under a hash of everything it depends on: its arguments, the whole spec, the neuron
+    curve and the source of the modules that compute it, so a repeated study (the three full-width
+    VGGs of every `imac reproduce`) skips the ~19,000 tiles and a changed model never reads a
+    stale cost.  ``IMAC_CACHE_DIR=off``: computed every time."""
+    import hashlib
+    import json
+    import sys
+
+    from imac.hardware.cost import CostRow, ImacCost
+    from imac.hardware.network import hardware_curve
+    from imac.hardware.tiles import cache_dir
+
+    say = progress or (lambda m: None)
+    folder = cache_dir()
+    if folder is None:
+        return sampled_head_cost(sizes, volts_per_unit_sum, spec, rows, cols, fidelity, sample_tiles, seed, progress)
+    from imac.circuit import netlist, wires
+    from imac.hardware import cost, mapping, simulate, tiles
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps([STUDY_CACHE_VERSION, list(map(int, sizes)), list(map(float, volts_per_unit_sum)), rows,
+                         cols, fidelity, sample_tiles, seed]).encode())
+    h.update(spec.model_dump_json().encode())
+    h.update(repr(hardware_curve(spec)).encode())
+    for mod in (cost, mapping, simulate, tiles, netlist, wires, sys.modules[__name__]):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    path = folder / "studies" / f"{h.hexdigest()}.json"
+    try:
+        data = json.loads(path.read_text())
+        say(f"IMAC cost of the random {'-'.join(map(str, sizes))} head from the cache ({path.name})")
+        return ImacCost([CostRow(**r) for r in data["rows"]], data["latency_s"], data["layer_latency_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    result = sampled_head_cost(sizes, volts_per_unit_sum, spec, rows, cols, fidelity, sample_tiles, seed, progress)
+    try:
+        from imac.io import atomic_write_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"rows": result.table(), "latency_s": result.latency_s,
+                                            "layer_latency_s": result.layer_latency_s}))
+    except OSError:  # a read-only or full cache folder only costs time
+        pass
+    return result
 
 
 def _tile_reporter(say: Callable[[str], None], name: str | None = None, every_s: float = 5.0
