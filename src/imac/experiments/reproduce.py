@@ -72,8 +72,10 @@ class Plan:
 
     @staticmethod
     def make(quick: bool) -> Plan:
-        if quick:  # CI: the circuit fidelity where it is cheap (LeNet, MLP), behavioral elsewhere
-            return Plan(True, 500, 200, 500, 300, (16, 32, 64, 128), False, "behavioral", "behavioral",
+        if quick:  # CI: the circuit fidelity where it is cheap (LeNet, MLP), behavioral elsewhere; LeNet on
+            # its whole test set, where its accuracy target is defined (MNIST's first 5000 images are
+            # the harder half: a 500-image subset is biased, not just noisy)
+            return Plan(True, None, 200, 500, 300, (16, 32, 64, 128), False, "behavioral", "behavioral",
                         "behavioral", False)
         return Plan(False, None, None, None, 2000, (16, 32, 64, 128), True, "circuit", "circuit", "circuit", True)
 
