@@ -204,7 +204,10 @@ def _dask_results(tasks: list[Task], dask: tuple[str, int | str], shared: dict[t
     kind, arg = dask
     cluster = None
     if kind == "local":
-        cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True, dashboard_address=None)
+        import logging
+
+        cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         try:
@@ -467,6 +470,10 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
                         bar.update(1)
                     if stop_after is not None and computed >= stop_after:
                         raise KeyboardInterrupt(f"stopped after {computed} points")
+            except KeyboardInterrupt:
+                say(f"interrupted: the {computed} points finished in this run are kept in {folder / POINTS_DIR}; "
+                    "run the same command again to resume")
+                raise
             finally:
                 close = getattr(results, "close", None)
                 if close is not None:
