@@ -93,6 +93,8 @@ def test_axis_kinds_and_seeds(tmp_path: Path) -> None:
     ({"axes": [{"path": "mtj.tmr"}]}, "exactly one of"),
     ({"models": ["no-such-net"]}, "no-such-net"),
     ({"monte_carlo": {"seeds": 2, "path": "variation.sed"}}, "variation.sed"),
+    ({"objectives": {"energy_saving": "max"}}, "needs metrics.cpu_imac"),
+    ({"report": {"x": "mtj.tmr"}}, "report.x"),
     ({"combine": "zip", "axes": [{"path": "mtj.tmr", "values": [1, 2]}, {"path": "v_dd", "values": [0.8]}]},
      "one length"),
 ])

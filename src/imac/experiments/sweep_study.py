@@ -224,9 +224,14 @@ class Study(_Strict):
             raise ValueError(f"axes: {', '.join(dup)} set by more than one axis")
         if self.monte_carlo is not None and self.monte_carlo.path in paths:
             raise ValueError(f"monte_carlo.path {self.monte_carlo.path} is also an axis")
-        for k in self.report:
+        for k, v in self.report.items():
             if k not in ("x", "y"):
                 raise ValueError(f"report: unknown key {k!r} (x, y)")
+            if v not in paths:
+                raise ValueError(f"report.{k}: {v!r} is not an axis of this study ({', '.join(paths) or 'none'})")
+        cpu = [m for m in self.objectives if m in ("energy_saving", "cpu_only_energy_j", "cpu_imac_energy_j")]
+        if cpu and self.metrics.cpu_imac is None:
+            raise ValueError(f"objectives: {', '.join(cpu)} needs metrics.cpu_imac")
         return self
 
 
