@@ -11,10 +11,11 @@ Environment:
   run); an argument vector that starts real work longer than this is interrupted (and must
   still clean up).
 
-Known failures: each test file keeps ``KNOWN_SIGNATURES`` (failures already reported; an example
-that hits one is discarded, so the fuzzer keeps looking for new ones) and ``KNOWN_FAILURES``
-(one reproducer each, ``xfail(strict=True)``).  Once src/ is fixed, a reproducer XPASSes and
-fails the run: remove its xfail mark and its signature.
+Failures found: each test file keeps one reproducer per failure as a plain regression case.  A
+failure reported but not yet fixed also gets a regular expression in the file's
+``KNOWN_SIGNATURES`` (an example that hits it is discarded, so the fuzzer keeps looking for new
+ones) and ``xfail(strict=True)`` on its reproducer; once src/ is fixed the reproducer XPASSes and
+fails the run: remove the mark and the signature.
 """
 
 from __future__ import annotations

@@ -544,42 +544,34 @@ def test_cli_random_words(fuzz_base: tuple[Path, Path], argv: list[str], env: di
     _run_and_check(fuzz_base, argv, env, config)
 
 
-# -- failures found by this tier (regression cases; xfail until src/ is fixed) --------------------
+# -- failures found by this tier, fixed in 2f7c535: kept as regression cases ----------------------
 
-# signature (a regular expression over "ExceptionType: message" of the violation) -> what it is
-KNOWN_SIGNATURES: dict[str, str] = {
-    # `imac` or a group alone: main() echoes ctx.get_help() to stderr, but with rich installed
-    # typer prints the help itself (to stdout) and get_help() returns '': exit 2, stderr '\n'
-    # train --threads -1: torch.set_num_threads raises RuntimeError (the option has no min=1)
-    "train-negative-threads": r"exit code 70; stderr: .internal error: RuntimeError: set_num_threads",
-    # a config with 'v_dd: <400 digits>': OverflowError in the spec tree's derivations (exit 70)
-    "derive-float-overflow": r"exit code 70; stderr: .internal error: OverflowError: int too large to convert",
-    "bare-group-help-on-stdout": r"exit 2 without a message \(argv=\[(?:'--spice-timeout', '[^']*'(?:, )?)?"
-                                 r"(?:'(?:neuron|bench|config)')?\]",
-}
+# Failures already reported and not yet fixed: signature (a regular expression over "ExceptionType:
+# message" of the violation) -> what it is.  An example that hits one is discarded, so that the
+# fuzzer keeps looking for new failures; its reproducer goes below with xfail(strict=True).
+KNOWN_SIGNATURES: dict[str, str] = {}
 
 _NO_SPICE = {"IMAC_NGSPICE": "{root}/no-ngspice"}
 
 
-def _xfail(reason: str, argv: list[str], env: dict[str, Any] | None = None, config: bytes = b"") -> Any:
-    mark = pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError)
-    return pytest.param(argv, env or _NO_SPICE, config, marks=mark, id=" ".join(argv)[:60] or "(none)")
+def _case(what: str, argv: list[str], env: dict[str, Any] | None = None, config: bytes = b"") -> Any:
+    return pytest.param(argv, env or _NO_SPICE, config, id=what)
 
 
-KNOWN_FAILURES: list[Any] = [
-    *[_xfail("help of a bare group goes to stdout, stderr gets an empty line (bare-group-help-on-stdout)", g)
-      for g in ([], ["neuron"], ["bench"], ["config"])],
-    _xfail("config show -c FILE with 'v_dd: 1000...0' (401 digits): internal error (exit 70), OverflowError "
-           "(derive-float-overflow)", ["config", "show", "-c", "cfg.yaml"], None, ("v_dd: 1" + "0" * 400).encode()),
-    _xfail("train --threads -1: internal error (exit 70), RuntimeError from torch.set_num_threads "
-           "(train-negative-threads)",
-           ["train", "mlp-mnist", "--threads", "-1", "--limit-train", "1", "--limit-test", "1", "--epochs", "1",
-            "--out", "new.pt"]),
+REGRESSION_ARGV: list[Any] = [
+    # `imac` or a group alone printed its help on stdout and an empty line on stderr (exit 2)
+    *[_case(f"{' '.join(g) or 'imac'} alone: help on stderr", g) for g in ([], ["neuron"], ["bench"], ["config"])],
+    # 'v_dd: <401 digits>': internal error (exit 70), OverflowError in the spec tree's derivations
+    _case("config show, v_dd of 401 digits", ["config", "show", "-c", "cfg.yaml"], None,
+          ("v_dd: 1" + "0" * 400).encode()),
+    # train --threads -1: internal error (exit 70), RuntimeError from torch.set_num_threads
+    _case("train --threads -1", ["train", "mlp-mnist", "--threads", "-1", "--limit-train", "1", "--limit-test", "1",
+                                 "--epochs", "1", "--out", "new.pt"]),
 ]
 
 
-@pytest.mark.parametrize(("argv", "env", "config"), KNOWN_FAILURES)
-def test_known_failure_cli(fuzz_base: tuple[Path, Path], argv: list[str], env: dict[str, Any],
+@pytest.mark.parametrize(("argv", "env", "config"), REGRESSION_ARGV)
+def test_regression_cli(fuzz_base: tuple[Path, Path], argv: list[str], env: dict[str, Any],
                            config: bytes) -> None:
     check(run_cli(argv, env, config, fuzz_base[1], fuzz_base[0]))
 

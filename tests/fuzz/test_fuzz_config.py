@@ -4,8 +4,9 @@ Property: ``load_spec(path)`` / ``parse_spec(data)`` either return an :class:`Im
 numbers are all finite and which survives a dump/load round trip) or raise
 :class:`imac.errors.ConfigError` with a one-line, short message; never any other exception.
 
-Known failures are kept at the end of the file as explicit regression cases, marked
-``xfail(strict=True)`` until src/ is fixed (then the mark goes and they stay as tests).
+The failures this tier found are kept at the end of the file as explicit regression cases (a
+failure not yet fixed: its reproducer marked ``xfail(strict=True)`` and its signature in
+``KNOWN_SIGNATURES``).
 """
 
 from __future__ import annotations
@@ -255,74 +256,50 @@ def test_parse_spec_section_of_any_type(section: tuple[str, ...], value: Any) ->
     check_parse(_perturbed(section, value))
 
 
-# -- failures found by this tier (regression cases; xfail until src/ is fixed) --------------------
+# -- failures found by this tier, fixed in 2f7c535: kept as regression cases ----------------------
 
-# signature (a regular expression over "ExceptionType: message" of the violation) -> what it is
-KNOWN_SIGNATURES: dict[str, str] = {
-    # a key (unknown, or of a free-form mapping such as cpu.sources) is printed raw in the dotted
-    # path of _format_validation_error: a line break in it ('\n', '\x1e', '\u2028'...) splits the message
-    "key-with-line-break": r"ConfigError message spans \d+ lines: 'invalid configuration in .*?: "
-                           r"[^ ]*\\(r|n|x0b|x0c|x1c|x1d|x1e|x85|u2028|u2029)",
-    # YAML constructors raise ValueError (not YAMLError) on '!!int 1.5', '!!float abc', an int of
-    # more than 4300 digits, an impossible timestamp: read_yaml lets it through
-    "yaml-constructor-valueerror": r"^ValueError: (invalid literal for int|Exceeds the limit \(4300 digits\)"
-                                   r"|could not convert string to float|.*out of range|month must be)",
-    # a tiny mtj.length_m/width_m makes the ellipse area 0.0: ImacSpec._derived_levels divides by it
-    # '!!map' on a sequence or scalar: _StrictYamlLoader.construct_mapping unpacks node.value
-    # before SafeLoader checks that the node is a mapping
-    "map-tag-on-non-mapping": r"^TypeError: cannot unpack non-iterable",
-    "mtj-area-underflow": r"^ZeroDivisionError: float division by zero",
-    # the spec tree's derivations (config/tree.py _resolve_tree, config/system.py _derive) call
-    # float() on the raw value before validation: an int of 400 digits raises OverflowError
-    "derive-float-overflow": r"^OverflowError: int too large to convert to float",
-}
-
-_RAISES = {"yaml-constructor-valueerror": ValueError, "map-tag-on-non-mapping": TypeError,
-           "mtj-area-underflow": ZeroDivisionError, "key-with-line-break": AssertionError,
-           "derive-float-overflow": OverflowError}
+# Failures already reported and not yet fixed: signature (a regular expression over "ExceptionType:
+# message" of the violation) -> what it is.  An example that hits one is discarded, so that the
+# fuzzer keeps looking for new failures; its reproducer goes below with xfail(strict=True).
+KNOWN_SIGNATURES: dict[str, str] = {}
 
 
-def _xfail(reason: str, text: str) -> Any:
-    kind = reason.split(":")[0]
-    return pytest.param(text, marks=pytest.mark.xfail(strict=True, reason=reason, raises=_RAISES[kind]),
-                        id=reason.split(": ", 1)[1].split(" ->")[0])
+def _case(what: str, text: str) -> Any:
+    return pytest.param(text, id=what)
 
 
-# YAML files, each a reproducer of one failure above (load_spec must raise ConfigError, one line)
-KNOWN_FAILURES: list[Any] = [
-    _xfail("yaml-constructor-valueerror: int of 5000 digits -> ValueError", "mtj:\n  tmr: " + "9" * 5000 + "\n"),
-    _xfail("yaml-constructor-valueerror: '!!int 1.5' -> ValueError", "amplifier:\n  gain: !!int 1.5\n"),
-    _xfail("yaml-constructor-valueerror: '!!float abc' -> ValueError", "amplifier:\n  gain: !!float abc\n"),
-    _xfail("yaml-constructor-valueerror: timestamp 2001-02-30 -> ValueError", "amplifier:\n  gain: 2001-02-30\n"),
-    _xfail("map-tag-on-non-mapping: '--- !!map' over a list -> TypeError", "--- !!map\n- 1\n"),
-    _xfail("map-tag-on-non-mapping: '!!set [1]' -> TypeError", "mtj: !!set [1]\n"),
-    _xfail("mtj-area-underflow: mtj.length_m 5e-324 -> ZeroDivisionError", "mtj:\n  length_m: 5e-324\n"),
-    _xfail("derive-float-overflow: v_dd 10**400 -> OverflowError", "v_dd: 1" + "0" * 400 + "\n"),
-    _xfail("derive-float-overflow: interface.node_nm 10**400 -> OverflowError",
-           "interface:\n  node_nm: 1" + "0" * 400 + "\n"),
-    _xfail("derive-float-overflow: cpu.node_nm 10**400 -> OverflowError", "cpu:\n  node_nm: 1" + "0" * 400 + "\n"),
-    _xfail("key-with-line-break: unknown key 'a\\nb' -> two-line message", 'mtj:\n  "a\\nb": 1\n'),
-    _xfail("key-with-line-break: unknown key 'a\\u2028b' -> two-line message", '"a\\u2028b": 1\n'),
+# YAML files, each a reproducer of one failure found (load_spec must raise ConfigError, one line)
+REGRESSION_FILES: list[Any] = [
+    _case("int of 5000 digits (was ValueError)", "mtj:\n  tmr: " + "9" * 5000 + "\n"),
+    _case("'!!int 1.5' (was ValueError)", "amplifier:\n  gain: !!int 1.5\n"),
+    _case("'!!float abc' (was ValueError)", "amplifier:\n  gain: !!float abc\n"),
+    _case("timestamp 2001-02-30 (was ValueError)", "amplifier:\n  gain: 2001-02-30\n"),
+    _case("'--- !!map' over a list (was TypeError)", "--- !!map\n- 1\n"),
+    _case("'!!set [1]' (was TypeError)", "mtj: !!set [1]\n"),
+    _case("mtj.length_m 5e-324 (was ZeroDivisionError)", "mtj:\n  length_m: 5e-324\n"),
+    _case("v_dd 10**400 (was OverflowError)", "v_dd: 1" + "0" * 400 + "\n"),
+    _case("interface.node_nm 10**400 (was OverflowError)", "interface:\n  node_nm: 1" + "0" * 400 + "\n"),
+    _case("cpu.node_nm 10**400 (was OverflowError)", "cpu:\n  node_nm: 1" + "0" * 400 + "\n"),
+    _case("unknown key 'a\\nb' (was a two-line message)", 'mtj:\n  "a\\nb": 1\n'),
+    _case("unknown key 'a\\u2028b' (was a two-line message)", '"a\\u2028b": 1\n'),
 ]
 
 
-@pytest.mark.parametrize("text", KNOWN_FAILURES)
-def test_known_failure_load_spec(spec_dir: Path, text: str) -> None:
-    check_load_strict(_write(spec_dir, text.encode("utf-8", "surrogatepass")))
+@pytest.mark.parametrize("text", REGRESSION_FILES)
+def test_regression_load_spec(spec_dir: Path, text: str) -> None:
+    spec = check_load_strict(_write(spec_dir, text.encode("utf-8", "surrogatepass")))  # a one-line ConfigError...
+    assert spec is None, "accepted"  # ...not a spec
 
 
 @pytest.mark.parametrize("data", [
-    pytest.param({"\r": None}, id="cr-key",
-                 marks=pytest.mark.xfail(strict=True, reason="key-with-line-break", raises=AssertionError)),
-    pytest.param(_perturbed(("cpu", "sources"), {"\x1e": 0}), id="cpu-sources-key",
-                 marks=pytest.mark.xfail(strict=True, reason="key-with-line-break", raises=AssertionError)),
-    pytest.param({"mtj": {"length_m": 5e-324}}, marks=pytest.mark.xfail(strict=True, reason="mtj-area-underflow",
-                                                                 raises=ZeroDivisionError), id="mtj-area-underflow"),
+    pytest.param({"\r": None}, id="key '\\r' (was a two-line message)"),
+    pytest.param(_perturbed(("cpu", "sources"), {"\x1e": 0}), id="cpu.sources key '\\x1e' (was a two-line message)"),
+    pytest.param({"mtj": {"length_m": 5e-324}}, id="mtj.length_m 5e-324 (was ZeroDivisionError)"),
 ])
-def test_known_failure_parse_spec(data: Any) -> None:
-    _check_parse(data)
+def test_regression_parse_spec(data: Any) -> None:
+    assert _check_parse(data) is None, "accepted"  # refused with a one-line ConfigError
 
 
-def check_load_strict(path: Path) -> None:
+def check_load_strict(path: Path) -> ImacSpec | None:
     """check_load without the known-failure filter (for the regression cases)."""
-    _check_load(path)
+    return _check_load(path)
