@@ -28,7 +28,14 @@ from imac.circuit.wires import cell_parasitics
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import ConfigError, ShapeError, SolverError
 from imac.hardware.mapping import LayerMap, NetworkMap, Tile
-from imac.hardware.tiles import TileReduction, TileSolution, apply_gains, reduce_tiles, solve_tile
+from imac.hardware.tiles import (
+    TileReduction,
+    TileSolution,
+    apply_gains,
+    apply_gains_stacked,
+    reduce_tiles,
+    solve_tile,
+)
 
 Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
 FIDELITIES: tuple[str, ...] = ("ideal", "behavioral", "circuit", "spice")
@@ -155,9 +162,27 @@ class _TileView:
         return self._Y
 
 
+TRIAL_CHUNK = 256  # tiles whose trial gains are applied in one stacked call
+
+
 def _trial(lm: LayerMap, netmap: NetworkMap, reds: list[TileReduction]) -> list[Any]:
+    """Every tile at its current trial gains: runs of same-shape tiles in stacked calls."""
     amp = netmap.spec.amplifier
-    return [_TileView(*apply_gains(r, t.gain, amp.r_in_ohm, amp.topology)) for t, r in zip(lm.tiles, reds, strict=True)]
+    tiles = lm.tiles
+    out: list[Any] = []
+    i = 0
+    while i < len(tiles):
+        j = i + 1
+        while j < len(tiles) and j - i < TRIAL_CHUNK and tiles[j].shape == tiles[i].shape:
+            j += 1
+        if j - i == 1:
+            out.append(_TileView(*apply_gains(reds[i], tiles[i].gain, amp.r_in_ohm, amp.topology)))
+        else:
+            A, Y = apply_gains_stacked(reds[i:j], np.stack([t.gain for t in tiles[i:j]]), amp.r_in_ohm,
+                                       amp.topology)
+            out += [_TileView(a, y) for a, y in zip(A, Y, strict=True)]
+        i = j
+    return out
 
 
 def compile_layer(lm: LayerMap, netmap: NetworkMap, wires: bool, r_source: np.ndarray,
