@@ -410,3 +410,17 @@ def test_unknown_or_absent_device_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_stacked_gains_equal_one_tile_at_a_time(rng: np.random.Generator) -> None:
+    from imac.hardware.tiles import apply_gains, apply_gains_stacked, reduce_tiles_dense
+
+    for topology in ("difference", "instrumentation"):
+        subs = [_random_sub(rng, 12, 5, topology) for _ in range(4)]
+        reds = reduce_tiles_dense(subs)
+        gains = rng.uniform(0.5, 80.0, (4, 5))
+        A, Y = apply_gains_stacked(reds, gains, 1000.0, topology)
+        for k, red in enumerate(reds):
+            a, y = apply_gains(red, gains[k], 1000.0, topology)
+            np.testing.assert_allclose(A[k], a, rtol=1e-13, atol=1e-16)
+            np.testing.assert_allclose(Y[k], y, rtol=1e-13, atol=1e-18)
