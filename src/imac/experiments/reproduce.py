@@ -7,7 +7,7 @@ What it runs (``--quick`` shrinks image counts and sweeps, and says so in the re
    and latency for fp32 and int8 trunks on the Cortex-A53 and Cortex-A76 presets, with both CPU
    energy models (bottom-up per operation, top-down core power x time), the placement search;
 3. energy studies of the full-width VGG-11/13/16 with the classic 4096-4096 head (random weights,
-   sampled tiles; no accuracy);
+   every tile priced; no accuracy);
 4. the IMAC MLP (``mlp-mnist``) against mixed-signal and digital designs;
 5. LeNet head accuracy vs subarray size, with and without partitioning, and the subarray count;
 6. (full mode) the CPU model's per-layer latency against PyTorch on this machine.

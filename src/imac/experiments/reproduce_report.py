@@ -58,7 +58,7 @@ def _savings(r: dict[str, Any]) -> list[str]:
         "## Energy per inference and saving (published: LeNet 6.5 %, VGG 10 %)",
         "",
         "Batch 1. *: full-width VGG with the classic 512-4096-4096-10 head, random binary weights "
-        "(energy only; sampled tiles). CPU energy *bottom-up*: per-operation, per-byte and static energies "
+        "(energy only; every tile priced). CPU energy *bottom-up*: per-operation, per-byte and static energies "
         "(Horowitz 2014 scaled); *top-down*: the core's public active power x the modelled latency. "
         "Savings are 1 - E(CPU-IMAC) / E(CPU-only); none of the parameters was tuned to the published numbers.",
         "",
