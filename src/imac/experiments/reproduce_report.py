@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imac.experiments.reproduce import CORES, ENERGY_MODELS, MAIN_CORE, MAIN_ENERGY, MAIN_PRECISION, PRECISIONS
+from imac.experiments.reproduce_targets import CORES, ENERGY_MODELS, MAIN_CORE, MAIN_ENERGY, MAIN_PRECISION, PRECISIONS
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
