@@ -231,3 +231,24 @@ def test_load_study_reports_path(tmp_path: Path) -> None:
     p = _write(tmp_path, {**SMALL, "monte_carlo": {"seeds": 0}})
     with pytest.raises(ConfigError, match=r"monte_carlo\.seeds"):
         load_study(p)
+
+
+def test_search_through_the_same_table(tmp_path: Path) -> None:
+    """The optional Optuna search: trials run through the sweep's executor into the same table,
+    and a rerun reuses every finished point the seeded sampler proposes again."""
+    pytest.importorskip("optuna")
+    _needs_mnist()
+    data = {"name": "search", "models": ["mlp-mnist"], "metrics": {"fidelity": "behavioral", "images": 100},
+            "axes": [{"path": "subarray.rows", "values": [16, 32, 64]},
+                     {"path": "amplifier.max_gain", "logrange": {"start": 10, "stop": 1000, "num": 2}}],
+            "objectives": {"accuracy": "max", "energy_j": "min"},
+            "search": {"sampler": "nsga2", "trials": 8, "batch": 4, "population": 4}}
+    study = _write(tmp_path, data)
+    res = run_sweep(study, tmp_path / "out", progress=False)
+    assert res.total == 8 and res.failed == 0 and res.computed + res.skipped == 8 and res.computed >= 2
+    rows = read_points(tmp_path / "out").to_pylist()
+    assert len(rows) == res.computed and all(10 <= r["amplifier.max_gain"] <= 1000 for r in rows)
+    again = run_sweep(study, tmp_path / "out", progress=False, report=False)
+    assert (again.computed, again.skipped) == (0, 8)
+    with pytest.raises(ConfigError, match="search"):
+        run_sweep(_write(tmp_path / "b", {**data, "monte_carlo": {"seeds": 2}}), tmp_path / "out2", progress=False)

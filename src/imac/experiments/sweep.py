@@ -427,9 +427,56 @@ def run_sweep(study_path: str | Path, out: str | Path, jobs: int = 1, dask: str 
         lock.release()
 
 
+def _run_search(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None, progress: bool,
+                say: Callable[[str], None], revision: str | None) -> tuple[int, int, int, int]:
+    """The study's Optuna search through the same executor and table (:mod:`.sweep_search`)."""
+    from imac.experiments.sweep_search import run_search
+
+    assert plan.study.search is not None
+    schema = _schema(plan)
+    provenance = {"versions": _versions(), "git_revision": revision}
+    model = plan.study.models[0]
+    shared = {inputs_key(model, plan.study): shared_inputs(model, plan.study, plan.base)}
+    table = read_points(folder)
+    done = {r["key"]: r for r in (table.to_pylist() if table is not None else []) if r["status"] == "ok"}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=plan.study.search.trials, desc=plan.study.name, unit="trial", dynamic_ncols=True)
+    counts = {"failed": 0}
+
+    def results_of(tasks: list[Task]) -> Iterator[dict[str, Any]]:
+        return _dask_results(tasks, dask, shared, say) if dask else _joblib_results(tasks, jobs, shared)
+
+    def write(pt: Point, res: dict[str, Any]) -> None:
+        write_point(folder, _row_for(pt, plan, res, provenance), schema)
+
+    def tick(res: dict[str, Any]) -> None:
+        counts["failed"] += res.get("status") != "ok"
+        if bar is not None:
+            bar.set_postfix(failed=counts["failed"], refresh=False)
+            bar.update(1)
+
+    try:
+        computed, reused, failed = run_search(plan, folder, results_of, write, done, say, tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    return plan.study.search.trials, computed, reused, failed
+
+
 def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None, progress: bool,
          say: Callable[[str], None], report: bool, stop_after: int | None, revision: str | None) -> SweepResult:
     t0 = time.perf_counter()
+    if plan.study.search is not None:
+        total, computed, reused, failed = _run_search(plan, folder, jobs, dask, progress, say, revision)
+        write_results(folder)
+        if report:
+            from imac.experiments.sweep_report import write_report
+
+            write_report(folder)
+        return SweepResult(folder, total, computed, reused, failed, time.perf_counter() - t0)
     ok, _ = done_keys(folder)
     todo = [p for p in plan.points if p.key not in ok]
     skipped = len(plan.points) - len(todo)

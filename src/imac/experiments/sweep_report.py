@@ -195,7 +195,7 @@ def write_report(folder: str | Path) -> dict[str, Any]:
     study = state["study_resolved"]
     axes: list[str] = state["axes"]
     objectives: dict[str, str] = study.get("objectives") or {}
-    total = len(state["points"])
+    total = (study.get("search") or {}).get("trials") or len(state["points"])
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
     stats = compute_mc_stats(rows, axes)

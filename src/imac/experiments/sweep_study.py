@@ -198,6 +198,19 @@ class MonteCarlo(_Strict):
     common_seeds: bool = True
 
 
+class Search(_Strict):
+    """A multi-objective search over the axes instead of a grid (Optuna; optional): ``trials``
+    points asked ``batch`` at a time and run through the sweep's executor; the study's
+    ``objectives`` are its objectives.  ``values`` / ``set`` axes are categorical, ``range`` /
+    ``logrange`` / ``random`` / ``lhs`` axes continuous within their bounds."""
+
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    trials: int = Field(ge=1, le=100_000)
+    batch: int = Field(4, ge=1, le=1024)
+    seed: int = Field(0, ge=0)
+    population: int = Field(8, ge=2, le=10_000, description="NSGA-II population size")
+
+
 class Study(_Strict):
     """A study file (see the module doc)."""
 
@@ -212,6 +225,7 @@ class Study(_Strict):
     monte_carlo: MonteCarlo | None = None
     objectives: dict[str, Literal["min", "max"]] = {"accuracy": "max", "energy_j": "min", "area_m2": "min"}
     report: dict[str, str] = Field({}, description="x / y: the axis paths of the heat map and band plots")
+    search: Search | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Study:
@@ -229,6 +243,9 @@ class Study(_Strict):
                 raise ValueError(f"report: unknown key {k!r} (x, y)")
             if v not in paths:
                 raise ValueError(f"report.{k}: {v!r} is not an axis of this study ({', '.join(paths) or 'none'})")
+        if self.search is not None:
+            if self.monte_carlo is not None or len(self.models) != 1 or not self.axes or not self.objectives:
+                raise ValueError("search: needs axes, objectives and one model, and no monte_carlo")
         cpu = [m for m in self.objectives if m in ("energy_saving", "cpu_only_energy_j", "cpu_imac_energy_j")]
         if cpu and self.metrics.cpu_imac is None:
             raise ValueError(f"objectives: {', '.join(cpu)} needs metrics.cpu_imac")
@@ -361,7 +378,9 @@ def plan_study(study: Study, source: str | Path = "<study>") -> Plan:
     except ConfigError as err:
         raise ConfigError(str(err)) from None
     expanded = [ax.expand() for ax in study.axes]
-    if study.combine == "zip" and expanded:
+    if study.search is not None:  # the search space: each axis value validated on its own
+        combos = [part for parts in expanded for part in parts]
+    elif study.combine == "zip" and expanded:
         lengths = {len(e) for e in expanded}
         if len(lengths) > 1:
             raise ConfigError(f"{source}: combine: zip needs axes of one length (got "
@@ -395,7 +414,8 @@ def plan_study(study: Study, source: str | Path = "<study>") -> Plan:
             for model in study.models:
                 key = point_key(spec, model, study.metrics)
                 if key in seen:
-                    notes.append(f"design {d} seed {r} of {model} equals point {seen[key]}: computed once")
+                    if study.search is None:
+                            notes.append(f"design {d} seed {r} of {model} equals point {seen[key]}: computed once")
                     continue
                 pt = Point(len(points), d, model, r, seed, dict(values), spec, key,
                            _digest({"design": design_spec.model_dump(mode="json"), "model": model}))
