@@ -266,14 +266,12 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
     import time
 
     from imac.hardware.cost import imac_cost
-    from imac.hardware.mapping import map_network
-    from imac.hardware.network import _curve, binary_layers, hardware_curve
-    from imac.hardware.simulate import compile_network, run_batch
+    from imac.hardware.engine import build_head
+    from imac.hardware.network import binary_layers
+    from imac.hardware.simulate import run_batch
 
     say = say or (lambda m: None)
-    layers = binary_layers(model)
-    n_layers = len(layers)
-    curve = _curve(model) if fidelity == "ideal" else hardware_curve(spec)
+    n_layers = len(binary_layers(model))
     v_dd = spec.subarray.v_dd
     key = (rows, cols, fidelity)
     t0 = time.perf_counter()
@@ -284,16 +282,16 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
         # on the neurons driving it, so the first k compiled layers ARE the k-layer prefix (its
         # last neurons unloaded, read by the ADCs)
         say(f"mapping and compiling the {n_layers}-layer IMAC head ({fidelity})")
-        netmap = map_network(layers, spec, rows, cols)
-        full = compile_network(netmap, curve, fidelity, x_op=x_op if fidelity == "circuit" else None,
-                               tile_progress=_tile_reporter(say))
-        say(f"{netmap.n_subarrays} subarrays compiled in {time.perf_counter() - t0:.1f} s")
+        head = build_head(model, _on_subarrays(spec, rows, cols), fidelity, x_op=x_op,
+                          tile_progress=_tile_reporter(say))
+        full = head.net
+        say(f"{head.netmap.n_subarrays} subarrays compiled in {time.perf_counter() - t0:.1f} s")
         build = time.perf_counter() - t0
         if cache is not None:
             cache[key] = (full, build)
     priced = full
     if fidelity == "ideal":  # the ideal math has no circuit: price the mapping with real devices
-        priced = compile_network(full.netmap, hardware_curve(spec), "behavioral")
+        priced = build_head(model, _on_subarrays(spec, rows, cols), "behavioral").net
     out = []
     ks = list(ks or range(1, n_layers + 1))
     # one batch through the deepest placement serves them all: layer i's outputs depend only on the
@@ -537,9 +535,10 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     columns); the rows' ``basis`` says so.  The per-layer latencies add up; energy = power x
     total latency, as in :func:`imac.hardware.cost.imac_cost`."""
     from imac.hardware.cost import CostRow, ImacCost, imac_cost
-    from imac.hardware.mapping import BinaryLayer, map_network
+    from imac.hardware.engine import build_head
+    from imac.hardware.mapping import BinaryLayer
     from imac.hardware.network import hardware_curve
-    from imac.hardware.simulate import compile_network, run_batch
+    from imac.hardware.simulate import run_batch
     if len(volts_per_unit_sum) != len(sizes) - 1:
         raise ConfigError(f"{len(sizes) - 1} layers need {len(sizes) - 1} volts_per_unit_sum values")
     if sample_tiles is not None and sample_tiles < 1:
@@ -557,12 +556,12 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
         bias = rng.choice([-1.0, 1.0], size=b)
         vpus = float(volts_per_unit_sum[i])
         b_s = b if sample_tiles is None else min(b, sample_tiles * cols)
-        netmap = map_network([BinaryLayer(w[:b_s], bias[:b_s], vpus)], spec, rows, cols)
-        say(f"pricing FC layer {i} ({a} -> {b}): {netmap.n_subarrays} subarrays"
-            + (f" for {b_s} sampled neurons" if b_s < b else "") + f" ({fidelity})")
+        say(f"pricing FC layer {i} ({a} -> {b})" + (f": {b_s} sampled neurons" if b_s < b else "")
+            + f" ({fidelity})")
         # a one-off random layer: its reductions stay out of the tile cache
-        net = compile_network(netmap, curve, fidelity, tile_progress=_tile_reporter(say, f"FC layer {i}"),
-                              cache_tiles=False)
+        net = build_head([BinaryLayer(w[:b_s], bias[:b_s], vpus)], _on_subarrays(spec, rows, cols), fidelity,
+                         curve=curve, tile_progress=_tile_reporter(say, f"FC layer {i}"), cache_tiles=False).net
+        netmap = net.netmap
         cost = imac_cost(net, run_batch(net, x))
         del net, netmap
         for r in cost.rows:
@@ -661,6 +660,15 @@ def _tile_reporter(say: Callable[[str], None], name: str | None = None, every_s:
 # -- small helpers -----------------------------------------------------------------------------
 def _name(model: Any) -> str:
     return type(model).__name__
+
+
+def _on_subarrays(spec: ImacSpec, rows: int, cols: int) -> ImacSpec:
+    """``spec`` on ``rows`` x ``cols`` subarrays (the engine maps onto the spec's size)."""
+    from imac.config import with_overrides
+
+    if (rows, cols) == (spec.subarray.rows, spec.subarray.cols):
+        return spec
+    return with_overrides(spec, {"subarray.rows": rows, "subarray.cols": cols}, source=f"{rows}x{cols} subarrays")
 
 
 def _fc_sizes(model: Any) -> list[int]:
