@@ -15,7 +15,7 @@ import numpy as np
 from imac.config import ImacSpec
 from imac.errors import ConfigError, DataError
 from imac.hardware.mapping import BinaryLayer, NetworkMap, map_network
-from imac.hardware.simulate import check_fidelity, compile_network, run_batch
+from imac.hardware.simulate import compile_network, run_batch
 from imac.provenance import file_sha256
 
 FEATURE_BATCH = 2000
@@ -218,51 +218,44 @@ def simulate_model(
     ``device``: where the batch phase runs (None or "cpu": numpy; "cuda": torch tensors on the
     GPU, :mod:`imac.hardware.device`); the build always runs on the CPU.
     """
-    from imac.hardware.cost import imac_cost
+    from imac.config import with_overrides
     from imac.hardware.device import resolve_device
+    from imac.hardware.engine import Fidelity, build_head
     from imac.nn.data import load_dataset
 
-    check_fidelity(fidelity)
-    if fidelity == "spice":
+    if Fidelity.parse(fidelity) == Fidelity.SPICE:
         raise ConfigError("the spice fidelity runs a handful of images: use `imac spice-check`")
     dev = None if device in (None, "cpu") else resolve_device(device)
     say = progress or (lambda msg: None)
     rows = spec.subarray.rows if rows is None else rows
     cols = spec.subarray.cols if cols is None else cols
-    model, used, base = select_head(name, spec, rows, checkpoint, calibrated, say)
-    say(f"loading the {base.dataset} test set")
-    test = load_dataset(base.dataset, "test").subset(limit)
-    say("computing the CPU features")
-    x = imac_inputs(model, test.images, int8)
-    x_base = x if model is base else imac_inputs(base, test.images, int8)
-
-    layers_sw = binary_layers(base)
-    ideal_sw = compile_network(map_network(layers_sw, spec, rows, cols, partitioned), _curve(base), "ideal")
-    acc_sw = float(np.mean(np.argmin(run_batch(ideal_sw, x_base)[-1]["y"], axis=1) == test.labels))
-
+    if (rows, cols) != (spec.subarray.rows, spec.subarray.cols):
+        spec = with_overrides(spec, {"subarray.rows": rows, "subarray.cols": cols}, source="rows/cols")
     say(f"mapping onto {f'{rows}x{cols} subarrays' if partitioned else 'one array per layer'}")
-    t0 = time.perf_counter()
-    netmap = map_network(binary_layers(model), spec, rows, cols, partitioned)
-    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
-    curve = _curve(model) if fidelity == "ideal" else hardware_curve(spec)
-    net = compile_network(netmap, curve, fidelity, progress=lambda i: say(f"layer {i} compiled"), x_op=x_op)
-    build = time.perf_counter() - t0
+    head = build_head(name, spec, fidelity, partitioned=partitioned, checkpoint=checkpoint, calibrated=calibrated,
+                      progress=say)
+    net, netmap, build = head.net, head.netmap, head.build_time_s
+    say(f"loading the {head.base.dataset} test set")
+    test = load_dataset(head.base.dataset, "test").subset(limit)
+    say("computing the CPU features")
+    x = head.inputs(test.images, int8)
+    acc_sw = head.software_accuracy(test.images, test.labels, int8)
     if dev is not None:
-        run_batch(net, x[:64], device=dev)  # warm-up: device context and kernels
+        head.run(x[:64], device=dev)  # warm-up: device context and kernels
     t1 = time.perf_counter()
-    outs = run_batch(net, x, device=dev)
+    outs = head.run(x, device=dev)
     sim = time.perf_counter() - t1
-    acc = float(np.mean(np.argmin(outs[-1]["y"], axis=1) == test.labels))
+    acc = head.accuracy(x, test.labels, outs)
     # the ideal fidelity of the same head on the same batch: the reference for ratio_to_ideal
-    ideal = compile_network(netmap, curve, "ideal")
-    t_ideal = _best_of(lambda: run_batch(ideal, x))
-    t_sim = _best_of(lambda: run_batch(net, x, device=dev))
-    cost = imac_cost(net, outs)
+    ideal = head.at(Fidelity.IDEAL)
+    t_ideal = _best_of(lambda: ideal.run(x))
+    t_sim = _best_of(lambda: head.run(x, device=dev))
+    cost = head.cost(outs)
     result = {
         "model": name,
         "fidelity": fidelity,
-        "checkpoint": used.name,
-        "calibration": CALIBRATION_LABEL if model is not base else None,
+        "checkpoint": head.checkpoint.name if head.checkpoint else None,
+        "calibration": CALIBRATION_LABEL if head.calibrated else None,
         "n_images": len(test),
         "cpu_trunk": "int8" if int8 else "fp32",
         "accuracy": acc,
@@ -288,14 +281,6 @@ def simulate_model(
 
 
 OPERATING_POINT_IMAGES = 256
-
-
-def compile_head(model: Any, spec: ImacSpec, rows: int, cols: int, fidelity: str = "circuit") -> Any:
-    """The model's binary head mapped onto ``rows`` x ``cols`` subarrays and compiled with the
-    hardware's neuron (the circuit fidelity linearized at the training-image operating point)."""
-    netmap = map_network(binary_layers(model), spec, rows, cols)
-    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
-    return compile_network(netmap, hardware_curve(spec), fidelity, x_op=x_op)
 
 
 def operating_point_inputs(model: Any, n: int = OPERATING_POINT_IMAGES) -> np.ndarray:
