@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,14 @@ def _joblib_results(tasks: list[Task], jobs: int, shared: dict[tuple[Any, ...], 
         yield from par(delayed(run_point)(t, shared[inputs_key(t.model, t.study)]) for t in tasks)
 
 
-def _dask_results(tasks: list[Task], dask: tuple[str, int | str], shared: dict[tuple[Any, ...], SharedInputs],
-                  say: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+@contextmanager
+def executor(jobs: int, dask: tuple[str, int | str] | None, shared: dict[tuple[Any, ...], SharedInputs],
+             say: Callable[[str], None]) -> Iterator[Callable[[list[Task]], Iterator[dict[str, Any]]]]:
+    """A function that runs a batch of tasks and yields their rows as they finish: joblib
+    processes, or a Dask client (started once for all batches, shared inputs scattered once)."""
+    if dask is None:
+        yield lambda tasks: _joblib_results(tasks, jobs, shared)
+        return
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -215,20 +222,24 @@ def _dask_results(tasks: list[Task], dask: tuple[str, int | str], shared: dict[t
         except OSError as err:
             raise ConfigError(f"cannot reach the Dask scheduler at {arg}: {err}") from None
     futures: list[Any] = []
-    try:
-        n_workers = len(client.scheduler_info().get("workers", {}))
-        say(f"dask: {n_workers} workers ({client.dashboard_link or 'no dashboard'})")
-        scattered = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
-        for t in tasks:
-            futures.append(client.submit(run_point, t, scattered[inputs_key(t.model, t.study)], key=f"point-{t.key}",
-                                         pure=False))
-        for fut in as_completed(futures):
+
+    def run(tasks: list[Task]) -> Iterator[dict[str, Any]]:
+        batch = [client.submit(run_point, t, scattered[inputs_key(t.model, t.study)], key=f"point-{t.key}",
+                               pure=False) for t in tasks]
+        futures.extend(batch)
+        for fut in as_completed(batch):
             try:
                 yield fut.result()
             except Exception as err:  # a lost worker: recorded as a failed point
                 key = str(fut.key).removeprefix("point-")
                 yield {"key": key, "status": "failed", "error": f"{type(err).__name__}: {err}", "point_s": None,
                        "worker": None, "finished_unix_s": time.time()}
+
+    try:
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        say(f"dask: {n_workers} workers ({client.dashboard_link or 'no dashboard'})")
+        scattered = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
+        yield run
     finally:
         client.cancel(futures)
         client.close()
@@ -446,9 +457,6 @@ def _run_search(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str]
         bar = tqdm(total=plan.study.search.trials, desc=plan.study.name, unit="trial", dynamic_ncols=True)
     counts = {"failed": 0}
 
-    def results_of(tasks: list[Task]) -> Iterator[dict[str, Any]]:
-        return _dask_results(tasks, dask, shared, say) if dask else _joblib_results(tasks, jobs, shared)
-
     def write(pt: Point, res: dict[str, Any]) -> None:
         write_point(folder, _row_for(pt, plan, res, provenance), schema)
 
@@ -459,7 +467,8 @@ def _run_search(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str]
             bar.update(1)
 
     try:
-        computed, reused, failed = run_search(plan, folder, results_of, write, done, say, tick)
+        with executor(jobs, dask, shared, say) as results_of:
+            computed, reused, failed = run_search(plan, folder, results_of, write, done, say, tick)
     finally:
         if bar is not None:
             bar.close()
@@ -502,29 +511,28 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
                 if k not in shared:
                     say(f"{t.model}: test-set features ({plan.study.metrics.images or 'all'} images)")
                     shared[k] = shared_inputs(t.model, plan.study, t.spec)
-            results = _dask_results(tasks, dask, shared, say) if dask else _joblib_results(tasks, jobs, shared)
-            try:
-                for res in results:
-                    pt = by_key[res["key"]]
-                    write_point(folder, _row_for(pt, plan, res, provenance), schema)
-                    computed += 1
-                    if res.get("status") != "ok":
-                        failed += 1
-                        say(f"point {pt.index} ({pt.model}, {pt.values}, seed {pt.seed}) failed: {res.get('error')}")
-                    if bar is not None:
-                        bar.set_postfix(done=skipped + computed - failed, failed=failed,
-                                        remaining=len(tasks) - computed, refresh=False)
-                        bar.update(1)
-                    if stop_after is not None and computed >= stop_after:
-                        raise KeyboardInterrupt(f"stopped after {computed} points")
-            except KeyboardInterrupt:
-                say(f"interrupted: the {computed} points finished in this run are kept in {folder / POINTS_DIR}; "
-                    "run the same command again to resume")
-                raise
-            finally:
-                close = getattr(results, "close", None)
-                if close is not None:
-                    close()
+            with ExitStack() as stack:
+                results = stack.enter_context(executor(jobs, dask, shared, say))(tasks)
+                stack.callback(getattr(results, "close", lambda: None))  # stop pending tasks first
+                try:
+                    for res in results:
+                        pt = by_key[res["key"]]
+                        write_point(folder, _row_for(pt, plan, res, provenance), schema)
+                        computed += 1
+                        if res.get("status") != "ok":
+                            failed += 1
+                            say(f"point {pt.index} ({pt.model}, {pt.values}, seed {pt.seed}) failed: "
+                                f"{res.get('error')}")
+                        if bar is not None:
+                            bar.set_postfix(done=skipped + computed - failed, failed=failed,
+                                            remaining=len(tasks) - computed, refresh=False)
+                            bar.update(1)
+                        if stop_after is not None and computed >= stop_after:
+                            raise KeyboardInterrupt(f"stopped after {computed} points")
+                except KeyboardInterrupt:
+                    say(f"interrupted: the {computed} points finished in this run are kept in {folder / POINTS_DIR}; "
+                        "run the same command again to resume")
+                    raise
     finally:
         if bar is not None:
             bar.close()
