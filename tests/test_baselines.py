@@ -14,7 +14,8 @@ from imac.config import ImacSpec, parse_spec, with_overrides
 from imac.devices.neuron_curve import default_neuron_curve
 from imac.hardware.mapping import BinaryLayer, map_network
 from imac.hardware.simulate import compile_network
-from imac.system.baselines import _quantize, compare
+from imac.system.baselines import compare
+from imac.system.converters import quantize
 
 
 def small_net(rng: np.random.Generator, spec: ImacSpec | None = None):  # type: ignore[no-untyped-def]
@@ -25,9 +26,9 @@ def small_net(rng: np.random.Generator, spec: ImacSpec | None = None):  # type: 
 
 
 def test_quantizer_steps_and_clips() -> None:
-    q = _quantize(np.array([-3.0, -0.26, 0.05, 0.26, 0.7, 3.0]), 1.0, 2)  # 4 levels: +-1, +-1/3
+    q = quantize(np.array([-3.0, -0.26, 0.05, 0.26, 0.7, 3.0]), -1.0, 1.0, 2)  # 4 levels: +-1, +-1/3
     np.testing.assert_allclose(q, [-1.0, -1 / 3, 1 / 3, 1 / 3, 1.0, 1.0])
-    assert np.unique(_quantize(np.linspace(-2, 2, 1001), 1.0, 3)).size == 8
+    assert np.unique(quantize(np.linspace(-2, 2, 1001), -1.0, 1.0, 3)).size == 8
 
 
 def test_compare_rows_and_ratios_are_consistent(rng: np.random.Generator) -> None:

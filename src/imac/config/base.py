@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
@@ -43,7 +44,7 @@ class Spec(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name is not None:
+        if isinstance(value, (bool, np.bool_)) and info.field_name is not None:
             if cls.model_fields[info.field_name].annotation is not bool:
                 raise ValueError(f"expected a number, got the boolean {value}")
         return value

@@ -22,13 +22,7 @@ import numpy as np
 
 from imac.hardware.cost import ImacCost, imac_cost, opamp_quiescent_power
 from imac.hardware.simulate import CompiledNetwork, compile_network, run_batch
-
-
-def _quantize(v: np.ndarray, full_scale: float, bits: int) -> np.ndarray:
-    """An ideal ADC: 2^bits levels spread evenly over [-full_scale, full_scale], clipping."""
-    step = 2 * full_scale / (2**bits - 1)
-    k = np.clip(np.round((v + full_scale) / step), 0, 2**bits - 1)
-    return -full_scale + k * step
+from imac.system.converters import quantize
 
 
 def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
@@ -53,10 +47,10 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
         fs = 4.0 * float(np.std(np.concatenate([p.ravel() for _, p in partials]))) or 1.0
         z = np.zeros((len(v_in), lm.layer.fan_out))
         for tile, p in partials:
-            z[:, tile.output_idx] += _quantize(p, fs, b.adc_bits)
+            z[:, tile.output_idx] += quantize(p, -fs, fs, b.adc_bits)
         y = net.curve(z)
         # DACs rebuild the neuron outputs on the next layer's lines, at their resolution
-        v_in = _quantize(y - v_dd / 2, v_dd / 2, b.dac_bits) + v_dd / 2
+        v_in = quantize(y, 0.0, v_dd, b.dac_bits)
         n_conv = sum(t.shape[1] for t in lm.tiles)
         n_add = n_conv - lm.layer.fan_out
         imac_rows = {r.component.split(".")[1]: r for r in imac.rows if r.component.startswith(f"layer{li}.")}

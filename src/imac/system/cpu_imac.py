@@ -228,8 +228,9 @@ def trunk_features(model: Any, images: np.ndarray, labels: np.ndarray, precision
 
 def adc_quantize(y: np.ndarray, v_full_scale: float, bits: int) -> np.ndarray:
     """Neuron outputs (V) as a ``bits``-bit ADC over 0..v_full_scale reads them (V)."""
-    levels = 2**bits - 1
-    return np.round(np.clip(y / v_full_scale, 0.0, 1.0) * levels) / levels * v_full_scale
+    from imac.system.converters import quantize
+
+    return quantize(y, 0.0, v_full_scale, bits)
 
 
 def software_suffix(model: Any, y_volts: np.ndarray, k: int, v_dd: float) -> np.ndarray:
