@@ -121,3 +121,19 @@ def test_spec_hash_follows_the_parts_it_names() -> None:
     assert spec_hash(s, "neuron") != spec_hash(t, "neuron")  # a derived change shows
     assert spec_hash(s, "cost") == spec_hash(t, "cost")
     assert spec_hash(s) == spec_hash(ImacSpec()) and len(spec_hash(s)) == 16
+
+
+def test_cpu_imac_prices_with_the_designs_core_and_interface() -> None:
+    """Without an explicit core or interface, CPU-IMAC uses the spec's: a changed interface
+    energy or core moves the result (they were fixed defaults before)."""
+    from imac.system.cpu_imac import energy_study
+
+    kw = {"fidelity": "behavioral", "sample_tiles": 1}
+    base = energy_study("vgg11-full-cifar10", spec=ImacSpec(), **kw)
+    a53 = energy_study("vgg11-full-cifar10", spec=parse_spec({"cpu": "cortex-a53"}), imac=base["_imac_cost"], **kw)
+    sync = energy_study("vgg11-full-cifar10", spec=parse_spec({"interface": {"sync_energy_j": 1e-9}}),
+                        imac=base["_imac_cost"], **kw)
+    assert base["core"] == "cortex-a76" and a53["core"] == "cortex-a53"
+    assert a53["energy_cpu_only_j"] != base["energy_cpu_only_j"]
+    assert sync["energy_cpu_imac_j"] > base["energy_cpu_imac_j"]
+    assert sync["energy_cpu_only_j"] == base["energy_cpu_only_j"]

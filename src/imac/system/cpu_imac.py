@@ -359,6 +359,7 @@ class SystemRun:
     n_images: int
     accuracy_cpu_only: float
     placements: list[Placement]
+    spec: Any = None  # the design: its CPU core and interface are the defaults of system_result
 
 
 def run_system(name: str, precision: str = "fp32", spec: ImacSpec | None = None, rows: int | None = None,
@@ -389,22 +390,32 @@ def run_system(name: str, precision: str = "fp32", spec: ImacSpec | None = None,
     acc_cpu = float(np.mean(feats.cpu_only_pred == feats.labels))
     x_op = operating_point_inputs(model) if fidelity == "circuit" else None
     ks = range(1, n_layers + 1) if placements else [n_layers]
-    bits = load_interface(None).adc_bits if adc_bits is None else adc_bits
+    bits = spec.interface.adc_bits if adc_bits is None else adc_bits
     sims = simulate_placements(model, feats, spec, rows, spec.subarray.cols, fidelity, x_op, bits, ks, say, cache)
     return SystemRun(name, model, used.name, model is not base, precision, fidelity, rows, spec.subarray.cols,
-                     len(test), acc_cpu, sims)
+                     len(test), acc_cpu, sims, spec)
 
 
-def system_result(run: SystemRun, core: str | CpuCoreSpec = "cortex-a76", driver: str = "sign",
+def _core_and_interface(spec: ImacSpec | None, core: str | CpuCoreSpec | None,
+                         interface: dict[str, Any] | InterfaceSpec | None) -> tuple[CpuCoreSpec, InterfaceSpec]:
+    """The CPU core and the interface to price with: the given ones, else the design's."""
+    from imac.config import ImacSpec as _Spec
+
+    design = spec or _Spec()
+    core_spec = design.cpu if core is None else core if isinstance(core, CpuCoreSpec) else load_core(core)
+    return core_spec, design.interface if interface is None else load_interface(interface)
+
+
+def system_result(run: SystemRun, core: str | CpuCoreSpec | None = None, driver: str = "sign",
                   readout: str = "adc", interface: dict[str, Any] | InterfaceSpec | None = None,
                   objective: str = "energy", accuracy_budget_points: float = 1.5,
                   energy_model: str = "bottom-up") -> dict[str, Any]:
-    """CPU-only vs CPU-IMAC of ``run`` on ``core``: the JSON object of ``imac cpu-imac``."""
-    core_spec = core if isinstance(core, CpuCoreSpec) else load_core(core)
+    """CPU-only vs CPU-IMAC of ``run`` on ``core`` (default: the design's ``cpu``) with
+    ``interface`` (default: the design's): the JSON object of ``imac cpu-imac``."""
+    core_spec, iface = _core_and_interface(run.spec, core, interface)
     _check_interface(driver, readout)
     _check_energy_model(core_spec, energy_model)
     _check_choice(objective, accuracy_budget_points)
-    iface = load_interface(interface)
     model = run.model
     sizes = _fc_sizes(model)
     n_layers = len(sizes) - 1
@@ -455,25 +466,25 @@ def system_result(run: SystemRun, core: str | CpuCoreSpec = "cortex-a76", driver
     }
 
 
-def evaluate(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: str = "fp32",
+def evaluate(name: str, core: str | CpuCoreSpec | None = None, precision: str = "fp32",
              spec: ImacSpec | None = None, rows: int | None = None, fidelity: str = "circuit",
              driver: str = "sign", readout: str = "adc", interface: dict[str, Any] | InterfaceSpec | None = None,
              limit: int | None = None, checkpoint: str | Path | None = None, calibrated: bool | None = None,
              objective: str = "energy", accuracy_budget_points: float = 1.5, placements: bool = True,
              energy_model: str = "bottom-up", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """CPU-only vs CPU-IMAC for a trained model: accuracy, energy, latency, breakdown, placement
-    (:func:`run_system` then :func:`system_result`; options are checked before any simulation)."""
-    core_spec = core if isinstance(core, CpuCoreSpec) else load_core(core)
+    (:func:`run_system` then :func:`system_result`; options are checked before any simulation).
+    ``core`` and ``interface`` default to the design's (``spec.cpu``, ``spec.interface``)."""
+    core_spec, iface = _core_and_interface(spec, core, interface)
     _check_interface(driver, readout)
     _check_energy_model(core_spec, energy_model)
     _check_choice(objective, accuracy_budget_points)
-    iface = load_interface(interface)
     run = run_system(name, precision, spec, rows, fidelity, limit, checkpoint, calibrated, placements,
                      iface.adc_bits, progress)
     return system_result(run, core_spec, driver, readout, iface, objective, accuracy_budget_points, energy_model)
 
 
-def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: str = "fp32",
+def energy_study(name: str, core: str | CpuCoreSpec | None = None, precision: str = "fp32",
                  spec: ImacSpec | None = None, rows: int | None = None, fidelity: str = "circuit",
                  driver: str = "sign", readout: str = "adc", interface: dict[str, Any] | InterfaceSpec | None = None,
                  sample_tiles: int | None = None, seed: int = 0, energy_model: str = "bottom-up",
@@ -488,11 +499,10 @@ def energy_study(name: str, core: str | CpuCoreSpec = "cortex-a76", precision: s
     from imac.nn.models import build_model
 
     spec = spec or _Spec()
-    core_spec = core if isinstance(core, CpuCoreSpec) else load_core(core)
+    core_spec, iface = _core_and_interface(spec, core, interface)
     check_precision(precision)
     _check_interface(driver, readout)
     _check_energy_model(core_spec, energy_model)
-    iface = load_interface(interface)
     rows = spec.subarray.rows if rows is None else rows
     model = build_model(name) if model is None else model
     sizes = _fc_sizes(model)
