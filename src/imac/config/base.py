@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from imac.errors import ConfigError
 
@@ -48,6 +56,24 @@ class Spec(BaseModel):
             if cls.model_fields[info.field_name].annotation is not bool:
                 raise ValueError(f"expected a number, got the boolean {value}")
         return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _derive_then_validate(cls, data: Any, handler: Any) -> Any:
+        derived: dict[str, str] = {}
+        if isinstance(data, dict):
+            data = cls.derive(dict(data), derived)
+        inst = handler(data)
+        if derived:
+            inst._derived = {**inst._derived, **derived}
+        return inst
+
+    @classmethod
+    def derive(cls, data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
+        """Fill in the values this spec derives that ``data`` leaves out (or None), recording
+        each in ``derived`` (field -> from what).  A value that is bad, or that a derivation
+        needs and is bad, is left as it is: the validation refuses it with its dotted path."""
+        return data
 
     @property
     def derived(self) -> dict[str, str]:

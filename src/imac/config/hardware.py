@@ -206,35 +206,29 @@ class NeuronSpec(Spec):
             raise ValueError("sweep_max_v must exceed sweep_min_v")
         return self
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _derive(cls, data: Any, handler: Any) -> Any:
-        derived: dict[str, str] = {}
-        if isinstance(data, dict):
-            data = dict(data)
-            raw = data.get("mtj")
-            try:  # a bad MTJ is refused, with its path, by the validation below
-                mtj = MTJSpec() if raw is None else raw if isinstance(raw, MTJSpec) else MTJSpec.model_validate(raw)
-            except (ValidationError, TypeError):
-                mtj = None
-            if raw is None:
-                data["mtj"], derived["mtj"] = mtj, "the default MTJ"
-            try:  # a bad V_DD is refused by the field's own validation below
-                v_dd: float | None = float(data.get("v_dd", cls.model_fields["v_dd"].default))
-            except (TypeError, ValueError, OverflowError):
-                v_dd = None
-            if mtj is None:
-                v_dd = None  # nothing to derive from
-            elif data.get("r_in_ohm") is None:
-                data["r_in_ohm"], derived["r_in_ohm"] = mtj.r_p_ohm, "R_P = RA/area of neuron.mtj"
-            if v_dd is not None and mtj is not None and data.get("r_feedback_ohm") is None:
-                data["r_feedback_ohm"] = mtj.r_ap_at(v_dd / 2)
-                derived["r_feedback_ohm"] = "R_AP of neuron.mtj at V_DD/2 bias"
-            if v_dd is not None and data.get("v_shift") is None:
-                data["v_shift"], derived["v_shift"] = v_dd / 2, "V_DD/2"
-        inst = handler(data)
-        inst._derived = {**inst._derived, **derived}
-        return inst
+    def derive(cls, data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
+        raw = data.get("mtj")
+        try:  # a bad MTJ is refused, with its path, by the validation below
+            mtj = MTJSpec() if raw is None else raw if isinstance(raw, MTJSpec) else MTJSpec.model_validate(raw)
+        except (ValidationError, TypeError):
+            mtj = None
+        if raw is None:
+            data["mtj"], derived["mtj"] = mtj, "the default MTJ"
+        try:  # a bad V_DD is refused by the field's own validation below
+            v_dd: float | None = float(data.get("v_dd", cls.model_fields["v_dd"].default))
+        except (TypeError, ValueError, OverflowError):
+            v_dd = None
+        if mtj is None:
+            v_dd = None  # nothing to derive from
+        elif data.get("r_in_ohm") is None:
+            data["r_in_ohm"], derived["r_in_ohm"] = mtj.r_p_ohm, "R_P = RA/area of neuron.mtj"
+        if v_dd is not None and mtj is not None and data.get("r_feedback_ohm") is None:
+            data["r_feedback_ohm"] = mtj.r_ap_at(v_dd / 2)
+            derived["r_feedback_ohm"] = "R_AP of neuron.mtj at V_DD/2 bias"
+        if v_dd is not None and data.get("v_shift") is None:
+            data["v_shift"], derived["v_shift"] = v_dd / 2, "V_DD/2"
+        return data
 
     @property
     def shift_v(self) -> float:

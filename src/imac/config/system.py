@@ -63,47 +63,41 @@ class CpuCoreSpec(Spec):
     )
     sources: dict[str, str] = Field(description="Field name -> public source (or 'our estimate: why').")
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _derive(cls, data: Any, handler: Any) -> Any:
+    def derive(cls, data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
         """Energies left out are Horowitz's 45 nm figures scaled to the core's node and supply."""
-        derived: dict[str, str] = {}
-        if isinstance(data, dict):
-            data = dict(data)
-            try:  # bad values are refused, with their paths, by the validation below
-                node, vdd = float(data["node_nm"]), float(data["vdd_v"])
-                ok = node > 0 and vdd > 0
-            except (KeyError, TypeError, ValueError, OverflowError):
-                ok = False
-            sources = dict(data.get("sources") or {}) if isinstance(data.get("sources"), dict) else None
-            for name, (e45, why) in CORE_ENERGIES_45NM.items():
-                if ok and data.get(name) is None:
-                    data[name] = scale_energy(e45, node, vdd)
-                    derived[name] = why
-                    if sources is not None:
-                        sources.setdefault(name, why)
-            caches = data.get("caches")
-            if ok and isinstance(caches, (list, tuple)):
-                filled = []
-                for k, c in enumerate(caches):
-                    if isinstance(c, dict) and c.get("energy_j_per_byte") is None and "size_bytes" in c:
-                        try:
-                            c = {**c, "energy_j_per_byte": scale_energy(sram_energy_45nm(float(c["size_bytes"])),
-                                                                        node, vdd)}
-                            derived[f"caches.{k}.energy_j_per_byte"] = (f"{H45_SOURCE} SRAM read vs size, "
-                                                                       f"scaled ({SCALING_RULE})")
-                        except (TypeError, ValueError, OverflowError):
-                            pass
-                    filled.append(c)
-                data["caches"] = filled
-            if sources is not None:
-                sources.setdefault("layer_overhead_s", "0: an ideal, fused inference runtime (the model counts "
-                                   "hardware only)")
-                sources.setdefault("caches", "see each level's source")
-                data["sources"] = sources
-        inst = handler(data)
-        inst._derived = {**inst._derived, **derived}
-        return inst
+        try:  # bad values are refused, with their paths, by the validation below
+            node, vdd = float(data["node_nm"]), float(data["vdd_v"])
+            ok = node > 0 and vdd > 0
+        except (KeyError, TypeError, ValueError, OverflowError):
+            ok = False
+        sources = dict(data.get("sources") or {}) if isinstance(data.get("sources"), dict) else None
+        for name, (e45, why) in CORE_ENERGIES_45NM.items():
+            if ok and data.get(name) is None:
+                data[name] = scale_energy(e45, node, vdd)
+                derived[name] = why
+                if sources is not None:
+                    sources.setdefault(name, why)
+        caches = data.get("caches")
+        if ok and isinstance(caches, (list, tuple)):
+            filled = []
+            for k, c in enumerate(caches):
+                if isinstance(c, dict) and c.get("energy_j_per_byte") is None and "size_bytes" in c:
+                    try:
+                        c = {**c, "energy_j_per_byte": scale_energy(sram_energy_45nm(float(c["size_bytes"])),
+                                                                    node, vdd)}
+                        derived[f"caches.{k}.energy_j_per_byte"] = (f"{H45_SOURCE} SRAM read vs size, "
+                                                                   f"scaled ({SCALING_RULE})")
+                    except (TypeError, ValueError, OverflowError):
+                        pass
+                filled.append(c)
+            data["caches"] = filled
+        if sources is not None:
+            sources.setdefault("layer_overhead_s", "0: an ideal, fused inference runtime (the model counts "
+                               "hardware only)")
+            sources.setdefault("caches", "see each level's source")
+            data["sources"] = sources
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> CpuCoreSpec:
@@ -190,28 +184,22 @@ class InterfaceSpec(Spec):
         20e-12, ge=0, description="Energy of the handshake, J (our estimate: two 64-bit bus transactions incl. "
         f"control, ~Horowitz's 45 nm SRAM/wire figures scaled; {H45_SOURCE}).")
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _derive(cls, data: Any, handler: Any) -> Any:
-        derived: dict[str, str] = {}
-        if isinstance(data, dict):
-            data = dict(data)
-            try:  # bad values are refused, with their paths, by the validation below
-                node = float(data.get("node_nm", cls.model_fields["node_nm"].default))
-                v_dd = float(data.get("v_dd", cls.model_fields["v_dd"].default))
-                size = float(data.get("buffer_bytes", cls.model_fields["buffer_bytes"].default))
-                ok = node > 0 and v_dd > 0 and size > 0
-            except (TypeError, ValueError, OverflowError):
-                ok = False
-            if ok and data.get("buffer_energy_j_per_byte") is None:
-                data["buffer_energy_j_per_byte"] = scale_energy(sram_energy_45nm(size), node, v_dd)
-                derived["buffer_energy_j_per_byte"] = f"{H45_SOURCE} SRAM energy for buffer_bytes, scaled"
-            if ok and data.get("bus_energy_j_per_byte") is None:
-                data["bus_energy_j_per_byte"] = scale_energy(H45_WIRE_J_PER_BYTE_MM, node, v_dd)
-                derived["bus_energy_j_per_byte"] = f"1 mm of on-die wire ({H45_SOURCE}), scaled"
-        inst = handler(data)
-        inst._derived = {**inst._derived, **derived}
-        return inst
+    def derive(cls, data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
+        try:  # bad values are refused, with their paths, by the validation below
+            node = float(data.get("node_nm", cls.model_fields["node_nm"].default))
+            v_dd = float(data.get("v_dd", cls.model_fields["v_dd"].default))
+            size = float(data.get("buffer_bytes", cls.model_fields["buffer_bytes"].default))
+            ok = node > 0 and v_dd > 0 and size > 0
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if ok and data.get("buffer_energy_j_per_byte") is None:
+            data["buffer_energy_j_per_byte"] = scale_energy(sram_energy_45nm(size), node, v_dd)
+            derived["buffer_energy_j_per_byte"] = f"{H45_SOURCE} SRAM energy for buffer_bytes, scaled"
+        if ok and data.get("bus_energy_j_per_byte") is None:
+            data["bus_energy_j_per_byte"] = scale_energy(H45_WIRE_J_PER_BYTE_MM, node, v_dd)
+            derived["bus_energy_j_per_byte"] = f"1 mm of on-die wire ({H45_SOURCE}), scaled"
+        return data
 
     def buffer_energy(self) -> float:
         """Buffer write/read energy per byte, J."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from imac.config.base import (
     MIN_RESISTANCE_OHM,
@@ -77,15 +77,9 @@ class ImacSpec(Spec):
                              f"(optionally with `preset:`); default {DEFAULT_CORE}.")
     baselines: BaselineSpec = BaselineSpec()
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _derive(cls, data: Any, handler: Any) -> Any:
-        derived: dict[str, str] = {}
-        if isinstance(data, dict):
-            data = _resolve_tree(dict(data), derived)
-        inst = handler(data)
-        inst._derived = {**inst._derived, **derived}
-        return inst
+    def derive(cls, data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
+        return _resolve_tree(data, derived)
 
 
 def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, Any]:
