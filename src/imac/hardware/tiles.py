@@ -43,7 +43,7 @@ import numpy as np
 
 from imac.circuit.netlist import Subarray
 
-REDUCTION_VERSION = "imac-tile-reduction-1"  # bump when the reduction's meaning changes
+REDUCTION_VERSION = "imac-tile-reduction-2"  # bump when the reduction changes, even in its last bits
 MEMORY_CACHE_BYTES = 512 * 2**20
 DISK_MIN_UNKNOWNS = 1000  # smaller tiles (no wires) are solved faster than read back
 PARALLEL_MIN_SECONDS = 3.0  # below this much work, starting worker processes costs more than it saves
