@@ -215,7 +215,12 @@ def write_report(folder: str | Path) -> dict[str, Any]:
     bx = rep.get("x") or (num_axes[0] if num_axes else None)
     by = rep.get("y") or next((p for p in num_axes if p != bx), None)
     if bx and stats and bx in num_axes:
-        _save(plot_bands(stats, bx, by if by in axes else None), folder / "accuracy_bands.png")
+        models = sorted({s["model"] for s in stats})
+        fig_axes = _plt().subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)[1][0]
+        for model, ax in zip(models, fig_axes, strict=True):  # one panel per model: their scales differ
+            plot_bands([s for s in stats if s["model"] == model], bx, by if by in axes else None, ax=ax)
+            ax.set_title(model)
+        _save(fig_axes[0], folder / "accuracy_bands.png")
         plots.append(("Accuracy vs " + bx, "accuracy_bands.png"))
     if bx and by and stats and len({s[bx] for s in stats}) > 1 and len({s[by] for s in stats}) > 1 \
             and bx in num_axes and by in num_axes and len({s["model"] for s in stats}) == 1:
