@@ -156,8 +156,8 @@ class InterfaceSpec(Spec):
     driver_resistance_ohm: float = Field(
         1000.0, gt=0, description="Output resistance of a line driver, ohm (our estimate: a few-fin 22 nm "
         "inverter buffer).")
-    settle_bits: int = Field(8, ge=1, le=16, description="Settle a line to 2^-(bits+1) of its step (the same "
-                             "criterion as imac.config.CostSpec).")
+    settle_bits: int = Field(8, ge=1, le=16, description="Settle a line to 2^-(bits+1) of its step; in a whole "
+                             "spec derived from cost.settle_bits (one criterion) unless given.")
     input_activity: float = Field(0.5, ge=0, le=1, description="Fraction of lines that toggle per inference "
                                   "(0.5: independent random signs; 1 = worst case).")
     dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution per input line, bits.")

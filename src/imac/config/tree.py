@@ -104,6 +104,11 @@ def _resolve_tree(data: dict[str, Any], derived: dict[str, str]) -> dict[str, An
                              "as `v_dd` at the top of the spec")
         data[section] = {**sub, "v_dd": v_dd}
         derived[f"{section}.v_dd"] = "v_dd"
+    iface, cost = _as_dict(data.get("interface")), _as_dict(data.get("cost"))
+    if iface is not None and cost is not None and iface.get("settle_bits") is None:
+        bits = cost.get("settle_bits", CostSpec.model_fields["settle_bits"].default)
+        data["interface"] = {**iface, "settle_bits": bits}  # one settling criterion unless given
+        derived["interface.settle_bits"] = "cost.settle_bits"
     try:
         mtj = MTJSpec.model_validate(_as_dict(data.get("mtj")) or {})
     except (ValidationError, TypeError):

@@ -31,9 +31,7 @@ from torch import nn
 
 from imac.config import ImacSpec
 from imac.hardware.mapping import nominal_levels, partition_counts
-
-GAIN_ROUNDS = 8
-GAIN_TOLERANCE = 1e-7
+from imac.hardware.simulate import GAIN_ITERATIONS, GAIN_TOLERANCE  # the circuit's own fixed point
 
 
 def row_groups(fan_in: int, rows: int | None) -> list[np.ndarray]:
@@ -72,7 +70,7 @@ class AwareLinear(nn.Module):
         else:
             g = torch.ones_like(Gp)
             with torch.no_grad():  # the gain enters the loads only weakly: fixed point
-                for _ in range(GAIN_ROUNDS):
+                for _ in range(GAIN_ITERATIONS):
                     h0 = self._diff_amp(gp, gm, Gp, Gm, g)
                     ratio = self.target / (h0 * w).mean(1, keepdim=True)
                     g = g * ratio

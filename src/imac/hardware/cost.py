@@ -67,9 +67,20 @@ def opamp_quiescent_power(spec: Any) -> float:
     return 2 * i_d * spec.subarray.v_dd
 
 
+def settle_time_constants(bits: int) -> float:
+    """Time constants a first-order node needs to settle within 2^-(bits+1) of its step: the one
+    settling rule of the cost models (arrays, amplifiers, interface lines)."""
+    return (bits + 1) * math.log(2)
+
+
+def settle_tolerance(bits: int) -> float:
+    """The settling error that rule allows, as a fraction of the step: 2^-(bits+1)."""
+    return 2.0 ** -(bits + 1)
+
+
 def settle_factor(spec: Any) -> float:
-    """Time constants to settle to 2^-(bits+1)."""
-    return (spec.cost.settle_bits + 1) * math.log(2)
+    """Time constants to settle to the design's criterion (``cost.settle_bits``)."""
+    return settle_time_constants(spec.cost.settle_bits)
 
 
 def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None = None) -> ImacCost:

@@ -216,14 +216,14 @@ def settling_check(net: CompiledNetwork, x: np.ndarray, t_stop_s: float = 2e-9) 
     array + neuron part of the latency; the OTA settling is reported beside it.  Meant for a
     single partition chain (one tile per layer): a transient of a whole large network is slow.
     """
-    from imac.hardware.cost import imac_cost
+    from imac.hardware.cost import imac_cost, settle_tolerance
 
     text = network_netlist(net, x, analysis="tran", t_stop_s=t_stop_s)
     text = text.replace("write out.raw ", "write out.raw time ", 1)
     vectors = _run_netlist(text, timeout_s=spice_timeout_s(1800.0))
     t = vectors["time"]
     last = net.netmap.layers[-1]
-    tol = 2.0 ** -(net.netmap.spec.cost.settle_bits + 1) * net.netmap.spec.subarray.v_dd
+    tol = settle_tolerance(net.netmap.spec.cost.settle_bits) * net.netmap.spec.subarray.v_dd
     settle = 0.0
     for j in range(last.layer.fan_out):
         y = vectors[f"v(l{last.index}_y{j})"]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from imac.config import InterfaceSpec, parse_spec
 from imac.errors import ConfigError
+from imac.hardware.cost import settle_time_constants
 
 DRIVERS = ("sign", "dac")
 READOUTS = ("comparator", "adc")
@@ -105,7 +106,7 @@ def interface_cost(n_inputs: int, n_outputs: int, driver: Literal["sign", "dac"]
     e_buf, e_bus = s.buffer_energy(), s.bus_energy()
     lines = n_inputs * line_segments
     rc = s.driver_resistance_ohm * s.line_capacitance_f
-    t_line = (s.settle_bits + 1) * math.log(2) * rc
+    t_line = settle_time_constants(s.settle_bits) * rc
     rows = [_row("buffer", "write features", in_bytes, e_buf + e_bus, in_bytes * bus_s_per_byte),
             # the drivers read the buffer in parallel (one wide read): energy, no serial latency
             _row("buffer", "read to drivers", in_bytes, e_buf, 0.0)]
