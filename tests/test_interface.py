@@ -23,7 +23,7 @@ def test_rows_sum_to_totals() -> None:
     assert c.latency_s == pytest.approx(sum(r["latency_s"] for r in c.rows))
     for r in c.rows:
         assert r["energy_j"] == pytest.approx(r["count"] * r["energy_per_action_j"])
-    assert "**total**" in c.table() and c.to_dict()["energy_j"] == pytest.approx(c.energy_j)
+    assert "**total**" in c.markdown() and c.to_dict()["energy_j"] == pytest.approx(c.energy_j)
 
 
 def test_sign_driver_cheaper_than_dac() -> None:

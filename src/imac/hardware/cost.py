@@ -23,41 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from imac.costs import CostRow, CostTable
 from imac.hardware.simulate import CompiledNetwork, compile_network
 
 
 @dataclass
-class CostRow:
-    component: str
-    action: str
-    count: float
-    power_w: float
-    latency_s: float
-    energy_j: float
-    area_m2: float
-    basis: str
+class ImacCost(CostTable):
+    """IMAC's rows (:class:`imac.costs.CostRow`, part ``imac``) and each layer's latency; the
+    inference latency, energy, power and area are the sums of the rows."""
 
-
-@dataclass
-class ImacCost:
-    rows: list[CostRow] = field(default_factory=list)
-    latency_s: float = 0.0
     layer_latency_s: list[float] = field(default_factory=list)
-
-    @property
-    def power_w(self) -> float:
-        return float(sum(r.power_w for r in self.rows))
-
-    @property
-    def energy_j(self) -> float:
-        return float(sum(r.energy_j for r in self.rows))
-
-    @property
-    def area_m2(self) -> float:
-        return float(sum(r.area_m2 for r in self.rows))
-
-    def table(self) -> list[dict[str, Any]]:
-        return [r.__dict__.copy() for r in self.rows]
 
 
 def opamp_quiescent_power(spec: Any) -> float:
@@ -144,18 +119,29 @@ def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None 
         name = f"layer{lm.index}"
         n_dev = int(sum(2 * t.weights.size for t in lm.tiles))
         cost.rows += [
-            CostRow(f"{name}.arrays", "read", n_dev, p_arr, t_arr, 0.0, n_dev * cell_area,
-                    "u^T Y u from the solved tiles (devices, wires, amplifier inputs)"),
-            CostRow(f"{name}.drivers", "drive", fan_in + 1, p_drv, 0.0, 0.0, 0.0,
-                    "loss in the drivers' output resistance"),
-            CostRow(f"{name}.amplifiers", "amplify", n_amp, n_amp * p_amp, t_amp, 0.0,
-                    n_amp * spec.cost.opamp_area_m2, "gm/ID OTA model (CostSpec)"),
-            CostRow(f"{name}.neurons", "activate", n_neuron, p_neuron, t_neu, 0.0,
-                    n_neuron * spec.cost.neuron_area_m2, "ngspice static current and delay"),
+            _row(f"{name}.arrays", "read", n_dev, p_arr, t_arr, n_dev * cell_area,
+                 "u^T Y u from the solved tiles (devices, wires, amplifier inputs)"),
+            _row(f"{name}.drivers", "drive", fan_in + 1, p_drv, 0.0, 0.0, "loss in the drivers' output resistance"),
+            _row(f"{name}.amplifiers", "amplify", n_amp, n_amp * p_amp, t_amp, n_amp * spec.cost.opamp_area_m2,
+                 "gm/ID OTA model (CostSpec)"),
+            _row(f"{name}.neurons", "activate", n_neuron, p_neuron, t_neu, n_neuron * spec.cost.neuron_area_m2,
+                 "ngspice static current and delay"),
         ]
-    cost.latency_s = total_latency
     for r in cost.rows:  # static read: every component draws power for the whole inference
         r.energy_j = r.power_w * total_latency
     routing = spec.cost.routing_overhead * cost.area_m2
-    cost.rows.append(CostRow("routing", "-", 1, 0.0, 0.0, 0.0, routing, "routing overhead fraction (CostSpec)"))
+    cost.rows.append(routing_row(routing))
     return cost
+
+
+def _row(component: str, action: str, count: float, power_w: float, latency_s: float, area_m2: float,
+         basis: str) -> CostRow:
+    """A static IMAC component: it draws ``power_w`` for the whole inference (energy set later)."""
+    return CostRow(component, action, count, latency_s=latency_s, area_m2=area_m2, power_w=power_w, part="imac",
+                   group="imac " + component.split(".")[-1], basis=basis)
+
+
+def routing_row(area_m2: float) -> CostRow:
+    """The routing and periphery overhead: area only."""
+    return CostRow("routing", "-", 1, area_m2=area_m2, part="imac", group="imac routing",
+                   basis="routing overhead fraction (CostSpec)")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from imac.costs import CostRow, CostTable
 from imac.hardware.cost import ImacCost, imac_cost, opamp_quiescent_power
 from imac.hardware.simulate import CompiledNetwork, compile_network, run_batch
 from imac.system.converters import quantize
@@ -67,7 +68,7 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
             "sigmoid": lm.layer.fan_out * b.sigmoid_lut_j,
         }
         for comp, e in parts.items():
-            rows.append({"component": f"layer{li}.{comp}", "energy_j": e})
+            rows.append(CostRow(f"layer{li}.{comp}", "read", energy_j=e, part="mixed-signal", group=comp))
         energy += sum(parts.values())
         # the same arrays and amplifiers, an ADC per tile output instead of the analog neurons
         area += imac_rows["arrays"].area_m2 + imac_rows["amplifiers"].area_m2 + n_conv * b.adc_area_m2
@@ -80,7 +81,7 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
         "power_w": energy / latency,
         "area_m2": area,
         "accuracy": None if labels is None else float(np.mean(pred == labels)),
-        "breakdown": rows,
+        "breakdown": CostTable(rows).table(),
     }
 
 
@@ -103,11 +104,14 @@ def digital(net: CompiledNetwork, labels: np.ndarray | None, acc_software: float
     return [
         {"design": "digital-cpu", "latency_s": cpu.latency_s, "energy_per_inference_j": cpu.energy_j,
          "power_w": cpu.energy_j / cpu.latency_s, "accuracy": acc_software, "macs": macs, "core": spec.cpu.name,
-         "breakdown": [{"component": c.removeprefix("energy_").removesuffix("_j"), "energy_j": e}
-                       for c, e in cpu.component_totals().items()]},
+         "breakdown": CostTable([CostRow("cpu", c.removeprefix("energy_").removesuffix("_j"), energy_j=e,
+                                         part="digital-cpu", basis=f"CPU model on {spec.cpu.name}")
+                                 for c, e in cpu.component_totals().items()]).table()},
         {"design": "digital-gpu", "latency_s": gpu_t, "energy_per_inference_j": gpu_e, "power_w": b.gpu_power_w,
          "accuracy": acc_software, "macs": macs,
-         "breakdown": [{"component": "kernel launches", "energy_j": gpu_e}]},
+         "breakdown": CostTable([CostRow("gpu", "kernel launches", len(layers), energy_j=gpu_e, latency_s=gpu_t,
+                                         power_w=b.gpu_power_w, part="digital-gpu",
+                                         basis="BaselineSpec gpu_kernel_launch_s, gpu_power_w")]).table()},
     ]
 
 
@@ -123,8 +127,7 @@ def compare(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray, acc_softwar
         "power_w": cost.power_w,
         "area_m2": cost.area_m2,
         "accuracy": acc,
-        "breakdown": [{"component": r.component, "energy_j": r.energy_j, "power_w": r.power_w,
-                       "latency_s": r.latency_s} for r in cost.rows],
+        "breakdown": cost.table(),
     }
     designs = [imac_row, mixed_signal(net, x, labels, cost), *digital(net, labels, acc_software)]
     ratios = {}

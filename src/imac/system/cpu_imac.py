@@ -38,13 +38,14 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from imac.config import ImacSpec
+from imac.costs import CostRow, CostTable
 from imac.errors import ConfigError
 from imac.hardware.mapping import partition_counts
 from imac.hardware.network import CALIBRATION_LABEL
@@ -66,46 +67,32 @@ FEATURE_BATCH = 1000
 
 
 @dataclass
-class SystemCost:
-    """One system's cost per inference as tidy rows (stages in sequence)."""
+class SystemCost(CostTable):
+    """One system's cost per inference: its rows (:class:`imac.costs.CostRow`: the CPU's layers,
+    the interface, IMAC's components) in the order they run; totals are their sums."""
 
-    name: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    name: str = ""
     accuracy: float | None = None
-
-    @property
-    def energy_j(self) -> float:
-        return float(sum(r["energy_j"] for r in self.rows))
-
-    @property
-    def latency_s(self) -> float:
-        return float(sum(r["latency_s"] for r in self.rows))
 
     def by_part(self) -> dict[str, dict[str, float]]:
         """Energy and latency summed per part (cpu, interface, imac)."""
-        out: dict[str, dict[str, float]] = {}
-        for r in self.rows:
-            d = out.setdefault(r["part"], {"energy_j": 0.0, "latency_s": 0.0})
-            d["energy_j"] += r["energy_j"]
-            d["latency_s"] += r["latency_s"]
-        return out
+        return {k: {"energy_j": v["energy_j"], "latency_s": v["latency_s"]} for k, v in self.by("part").items()}
 
     def by_group(self) -> dict[str, float]:
         """Energy per group for the stacked plots: conv (and pool/act/bn of the trunk), fc on
         the CPU, the interface, each IMAC component kind."""
-        out: dict[str, float] = {}
-        for r in self.rows:
-            out[r["group"]] = out.get(r["group"], 0.0) + r["energy_j"]
-        return out
+        return {k: v["energy_j"] for k, v in self.by("group").items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "energy_j": self.energy_j, "latency_s": self.latency_s,
                 "accuracy": self.accuracy, "by_part": self.by_part(), "by_group": self.by_group(),
-                "rows": self.rows}
+                "rows": self.table()}
 
 
 # -- pricing -----------------------------------------------------------------------------------
-def _cpu_rows(cost: Any, core: CpuCoreSpec, energy_model: str) -> list[dict[str, Any]]:
+def _cpu_rows(cost: Any, core: CpuCoreSpec, energy_model: str) -> list[CostRow]:
+    """The CPU model's layers (:class:`imac.system.cpu.CpuCost`) as cost rows, energy bottom-up
+    (its own per-operation sum) or top-down (the core's active power x the layer's latency)."""
     rows = []
     for r in cost.rows:
         if energy_model == "top-down":
@@ -114,8 +101,8 @@ def _cpu_rows(cost: Any, core: CpuCoreSpec, energy_model: str) -> list[dict[str,
         else:
             energy = r["energy_j"]
         group = "cpu fc" if r["layer"].startswith(("float_head", "head", "cpu_head")) else "cpu conv trunk"
-        rows.append({"part": "cpu", "component": r["layer"], "action": r["kind"], "group": group,
-                     "energy_j": energy / cost.batch, "latency_s": r["latency_s"], "bound": r["bound"]})
+        rows.append(CostRow(r["layer"], r["kind"], r["macs"], energy_j=energy / cost.batch, latency_s=r["latency_s"],
+                            part="cpu", group=group, basis=f"{energy_model} CPU model, {r['bound']}-bound"))
     return rows
 
 
@@ -133,7 +120,7 @@ def cpu_only_cost(model: Any, core: CpuCoreSpec, precision: str, energy_model: s
     _fc_sizes(model)  # a clear error for a network without binary FC layers
     fc: Literal["float", "binary"] = "float" if getattr(model, "float_head", None) is not None else "binary"
     cost = estimate(core, model_workload(model, 1, fc=fc, name=_name(model)), precision)
-    return SystemCost(f"CPU-only {core.name} {precision}", _cpu_rows(cost, core, energy_model))
+    return SystemCost(_cpu_rows(cost, core, energy_model), name=f"CPU-only {core.name} {precision}")
 
 
 def cpu_part_workload(model: Any, k: int) -> Workload:
@@ -167,17 +154,13 @@ def cpu_imac_cost(model: Any, core: CpuCoreSpec, precision: str, imac: Any, k: i
     cpu = _cpu_rows(estimate(core, cpu_part_workload(model, k), precision), core, energy_model)
     iface = interface_cost(sizes[0], sizes[k], driver, readout if k == n_layers else "adc",  # type: ignore[arg-type]
                            interface, line_segments=line_segments)
-    iface_rows = [{"part": "interface", "component": r["component"], "action": r["action"], "group": "interface",
-                   "energy_j": r["energy_j"], "latency_s": r["latency_s"]} for r in iface.rows]
-    imac_rows = [{"part": "imac", "component": r["component"], "action": r["action"],
-                  "group": "imac " + r["component"].split(".")[-1], "energy_j": r["energy_j"],
-                  "latency_s": r["latency_s"]}
-                 for r in imac.table() if r["component"] != "routing"]  # routing is area only
+    iface_rows = [replace(r) for r in iface.rows]
+    imac_rows = [replace(r) for r in imac.rows if r.component != "routing"]  # routing is area only
     # the rows' order is the schedule: the binary layers left on the CPU run after IMAC
     before = [r for r in cpu if not r["component"].startswith("cpu_head")]
     after = [r for r in cpu if r["component"].startswith("cpu_head")]
     rows = before + iface_rows + imac_rows + after
-    return SystemCost(f"CPU-IMAC {core.name} {precision} (IMAC: FC 1-{k})", rows)
+    return SystemCost(rows, name=f"CPU-IMAC {core.name} {precision} (IMAC: FC 1-{k})")
 
 
 # -- accuracy ----------------------------------------------------------------------------------
@@ -318,7 +301,6 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
 
 def _prefix(net: Any, k: int) -> Any:
     """The first ``k`` layers of a compiled network."""
-    from dataclasses import replace
 
     if k == len(net.layers):
         return net
@@ -545,7 +527,7 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     layer's largest amplifier gain, so latency and energy are biased low (~20 % for 2 of 8 tile
     columns); the rows' ``basis`` says so.  The per-layer latencies add up; energy = power x
     total latency, as in :func:`imac.hardware.cost.imac_cost`."""
-    from imac.hardware.cost import CostRow, ImacCost, imac_cost
+    from imac.hardware.cost import ImacCost, imac_cost, routing_row
     from imac.hardware.engine import build_head
     from imac.hardware.mapping import BinaryLayer
     from imac.hardware.network import hardware_curve
@@ -585,17 +567,15 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
         # the next layer's inputs: this layer's ideal outputs over all b neurons, as V_DD fractions
         z = vpus * (x @ w.T + bias)
         x = curve(z) / v_dd
-    total.latency_s = float(sum(total.layer_latency_s))
+    t_total = float(sum(total.layer_latency_s))
     for r, s in scaled_rows:
         if not r.component.endswith(".drivers"):  # drivers are the layer's input lines: not sampled
             r.count *= s
         r.power_w *= s
         r.area_m2 *= s
-        r.energy_j = r.power_w * total.latency_s
+        r.energy_j = r.power_w * t_total
         total.rows.append(r)
-    area = sum(r.area_m2 for r in total.rows)
-    total.rows.append(CostRow("routing", "-", 1, 0.0, 0.0, 0.0, spec.cost.routing_overhead * area,
-                              "routing overhead fraction (CostSpec)"))
+    total.rows.append(routing_row(spec.cost.routing_overhead * total.area_m2))
     return total
 
 
@@ -614,7 +594,7 @@ def cached_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float], 
     import json
     import sys
 
-    from imac.hardware.cost import CostRow, ImacCost
+    from imac.hardware.cost import ImacCost
     from imac.hardware.network import hardware_curve
     from imac.hardware.tiles import cache_dir
 
@@ -636,7 +616,7 @@ def cached_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float], 
     try:
         data = json.loads(path.read_text())
         say(f"IMAC cost of the random {'-'.join(map(str, sizes))} head from the cache ({path.name})")
-        return ImacCost([CostRow(**r) for r in data["rows"]], data["latency_s"], data["layer_latency_s"])
+        return ImacCost([CostRow(**r) for r in data["rows"]], data["layer_latency_s"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     result = sampled_head_cost(sizes, volts_per_unit_sum, spec, rows, cols, fidelity, sample_tiles, seed, progress)
@@ -644,8 +624,7 @@ def cached_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float], 
         from imac.io import atomic_write_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"rows": result.table(), "latency_s": result.latency_s,
-                                            "layer_latency_s": result.layer_latency_s}))
+        atomic_write_text(path, json.dumps({"rows": result.table(), "layer_latency_s": result.layer_latency_s}))
     except OSError:  # a read-only or full cache folder only costs time
         pass
     return result

@@ -25,10 +25,11 @@ Every parameter's source is in its field description.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from imac.config import InterfaceSpec, parse_spec
+from imac.costs import CostRow, CostTable
 from imac.errors import ConfigError
 from imac.hardware.cost import settle_time_constants
 
@@ -37,29 +38,21 @@ READOUTS = ("comparator", "adc")
 
 
 @dataclass
-class InterfaceCost:
-    """Rows (component, action, count, energy_per_action_j, energy_j, latency_s) and totals."""
+class InterfaceCost(CostTable):
+    """The interface's rows (:class:`imac.costs.CostRow`: component, action, count, energy per
+    action, energy, latency; part ``interface``) and their totals."""
 
-    driver: str
-    readout: str
-    n_inputs: int
-    n_outputs: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def energy_j(self) -> float:
-        return sum(r["energy_j"] for r in self.rows)
-
-    @property
-    def latency_s(self) -> float:
-        return sum(r["latency_s"] for r in self.rows)
+    driver: str = "sign"
+    readout: str = "adc"
+    n_inputs: int = 0
+    n_outputs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"driver": self.driver, "readout": self.readout, "n_inputs": self.n_inputs,
                 "n_outputs": self.n_outputs, "energy_j": self.energy_j, "latency_s": self.latency_s,
-                "rows": self.rows}
+                "rows": self.table()}
 
-    def table(self) -> str:
+    def markdown(self) -> str:
         lines = [f"interface: {self.n_inputs} inputs ({self.driver}), {self.n_outputs} outputs ({self.readout})", "",
                  "| component | action | count | per action pJ | energy pJ | latency ns |", "|---|---|---|---|---|---|"]
         for r in self.rows:
@@ -78,9 +71,10 @@ def load_interface(data: dict[str, Any] | InterfaceSpec | None = None) -> Interf
     return parse_spec(data or {}, InterfaceSpec, source="interface spec")
 
 
-def _row(component: str, action: str, count: int, e_action: float, latency: float) -> dict[str, Any]:
-    return {"component": component, "action": action, "count": int(count), "energy_per_action_j": e_action,
-            "energy_j": count * e_action, "latency_s": latency}
+def _row(component: str, action: str, count: int, e_action: float, latency: float) -> CostRow:
+    return CostRow(component, action, int(count), energy_j=count * e_action, latency_s=latency,
+                   energy_per_action_j=e_action, part="interface", group="interface",
+                   basis="InterfaceSpec (each field's source in its description)")
 
 
 def interface_cost(n_inputs: int, n_outputs: int, driver: Literal["sign", "dac"] = "sign",
@@ -126,4 +120,4 @@ def interface_cost(n_inputs: int, n_outputs: int, driver: Literal["sign", "dac"]
         rows.append(_row("adcs", "conversion", n_outputs, e_conv, s.adc_conversion_s))
     rows.append(_row("buffer", "read results", out_bytes, e_buf + e_bus, out_bytes * bus_s_per_byte))
     rows.append(_row("sync", "handshake", 1, s.sync_energy_j, s.sync_latency_s))
-    return InterfaceCost(driver, readout, n_inputs, n_outputs, rows)
+    return InterfaceCost(rows, driver, readout, n_inputs, n_outputs)
