@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from imac.costs import CostRow, CostTable
+from imac.hardware.fidelity import Fidelity
 from imac.hardware.simulate import CompiledNetwork, compile_network
 
 
@@ -60,7 +61,7 @@ def settle_factor(spec: Any) -> float:
 
 def imac_cost(net: CompiledNetwork, outputs: list[dict[str, np.ndarray]] | None = None) -> ImacCost:
     """Cost of one inference of ``net``, averaged over the batch in ``outputs`` (run_batch)."""
-    if net.fidelity not in ("behavioral", "circuit"):
+    if net.fidelity not in (Fidelity.BEHAVIORAL, Fidelity.CIRCUIT):
         # the ideal math has no circuit: price the same mapping with real devices
         net = compile_network(net.netmap, net.curve, "behavioral")
         outputs = None

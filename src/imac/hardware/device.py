@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imac.hardware.fidelity import Fidelity
+
 if TYPE_CHECKING:
     import torch
 
@@ -56,7 +58,7 @@ def run_batch_torch(net: CompiledNetwork, x: np.ndarray, device: str) -> list[di
     with torch.no_grad():
         for li, lm in enumerate(net.netmap.layers):
             extra: dict[str, torch.Tensor] = {}
-            if net.fidelity == "ideal":
+            if net.fidelity == Fidelity.IDEAL:
                 w = torch.as_tensor(lm.layer.weight, dtype=f64, device=dev)
                 s = (v_src / v_dd) @ w.T
                 if lm.layer.bias is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from imac.circuit.netlist import Subarray
 from imac.circuit.wires import cell_parasitics
 from imac.devices.neuron_curve import NeuronCurve
 from imac.errors import ConfigError, ShapeError, SolverError
+from imac.hardware.fidelity import Fidelity
 from imac.hardware.mapping import LayerMap, NetworkMap, Tile
 from imac.hardware.tiles import (
     TileReduction,
@@ -37,17 +38,15 @@ from imac.hardware.tiles import (
     solve_tile,
 )
 
-Fidelity = Literal["ideal", "behavioral", "circuit", "spice"]
-FIDELITIES: tuple[str, ...] = ("ideal", "behavioral", "circuit", "spice")
+FIDELITIES: tuple[str, ...] = tuple(f.value for f in Fidelity)
 GAIN_ITERATIONS = 8
 GAIN_TOLERANCE = 1e-6  # relative, on every tile column and neuron
 GAIN_MIN = 1e-6
 
 
-def check_fidelity(fidelity: str) -> str:
-    if fidelity not in FIDELITIES:
-        raise ConfigError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(FIDELITIES)}")
-    return fidelity
+def check_fidelity(fidelity: str | Fidelity) -> Fidelity:
+    """The :class:`Fidelity` named ``fidelity``, or a ConfigError listing the known ones."""
+    return Fidelity.parse(fidelity)
 
 
 @dataclass
@@ -69,7 +68,7 @@ class CompiledLayer:
 class CompiledNetwork:
     netmap: NetworkMap
     curve: NeuronCurve
-    fidelity: str
+    fidelity: Fidelity
     layers: list[CompiledLayer]
     build_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
@@ -248,7 +247,7 @@ def _bias_weights(lm: LayerMap) -> np.ndarray:
     return out
 
 
-def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
+def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str | Fidelity,
                     neuron_r_out_ohm: float | None = None, progress: Any = None,
                     x_op: np.ndarray | None = None,
                     tile_progress: Callable[[int, int, int], None] | None = None,
@@ -267,12 +266,12 @@ def compile_network(netmap: NetworkMap, curve: NeuronCurve, fidelity: str,
     both passes; ``tile_progress(layer, done, total)`` reports the tile solves; ``cache_tiles=False``
     keeps new reductions out of the tile cache (one-off random heads of ~20,000 tiles).
     """
-    check_fidelity(fidelity)
+    fidelity = check_fidelity(fidelity)
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     net = CompiledNetwork(netmap, curve, fidelity, [], 0.0, info)
-    if fidelity in ("behavioral", "circuit"):
-        wires = fidelity == "circuit"
+    if fidelity in (Fidelity.BEHAVIORAL, Fidelity.CIRCUIT):
+        wires = fidelity == Fidelity.CIRCUIT
         v_dd = netmap.spec.subarray.v_dd
         r_default = float(curve.output_resistance(0.0)) if neuron_r_out_ohm is None else neuron_r_out_ohm
         info["neuron_r_out_ohm"] = r_default if wires else 0.0
@@ -360,7 +359,7 @@ def run_batch(net: CompiledNetwork, x: np.ndarray, device: str | None = None) ->
     v_src = x * v_dd  # source voltages of the first layer's drivers
     for li, lm in enumerate(net.netmap.layers):
         extra: dict[str, np.ndarray] = {}
-        if net.fidelity == "ideal":
+        if net.fidelity == Fidelity.IDEAL:
             z = lm.layer.volts_per_unit_sum * lm.layer.raw_sum(v_src / v_dd)
         elif li > 0 and net.layers[li].loaded is not None:
             ls = net.layers[li].loaded

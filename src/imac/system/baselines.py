@@ -22,6 +22,7 @@ import numpy as np
 
 from imac.costs import CostRow, CostTable
 from imac.hardware.cost import ImacCost, imac_cost, opamp_quiescent_power
+from imac.hardware.fidelity import Fidelity
 from imac.hardware.simulate import CompiledNetwork, compile_network, run_batch
 from imac.system.converters import quantize
 
@@ -34,7 +35,7 @@ def mixed_signal(net: CompiledNetwork, x: np.ndarray, labels: np.ndarray | None,
     spec = net.netmap.spec
     b = spec.baselines
     v_dd = spec.subarray.v_dd
-    beh = net if net.fidelity == "behavioral" else compile_network(net.netmap, net.curve, "behavioral")
+    beh = net if net.fidelity == Fidelity.BEHAVIORAL else compile_network(net.netmap, net.curve, Fidelity.BEHAVIORAL)
     e_adc = b.adc_fom_j_per_step * 2**b.adc_bits
     rows, latency, energy, area = [], 0.0, 0.0, 0.0
     v_in = x * v_dd

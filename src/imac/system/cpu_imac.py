@@ -47,6 +47,7 @@ import numpy as np
 from imac.config import ImacSpec
 from imac.costs import CostRow, CostTable
 from imac.errors import ConfigError
+from imac.hardware.fidelity import Fidelity
 from imac.hardware.mapping import partition_counts
 from imac.hardware.network import CALIBRATION_LABEL
 from imac.system.cpu import (
@@ -274,7 +275,7 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
         if cache is not None:
             cache[key] = (full, build)
     priced = full
-    if fidelity == "ideal":  # the ideal math has no circuit: price the mapping with real devices
+    if fidelity == Fidelity.IDEAL:  # the ideal math has no circuit: price the mapping with real devices
         priced = build_head(model, _on_subarrays(spec, rows, cols), "behavioral").net
     out = []
     ks = list(ks or range(1, n_layers + 1))
@@ -359,7 +360,7 @@ def run_system(name: str, precision: str = "fp32", spec: ImacSpec | None = None,
     spec = spec or _Spec()
     check_precision(precision)
     check_fidelity(fidelity)
-    if fidelity == "spice":
+    if Fidelity.parse(fidelity) == Fidelity.SPICE:
         raise ConfigError("the spice fidelity runs a handful of images: use `imac spice-check`")
     rows = spec.subarray.rows if rows is None else rows
     say = progress or (lambda m: None)
@@ -370,7 +371,7 @@ def run_system(name: str, precision: str = "fp32", spec: ImacSpec | None = None,
     say(f"CPU trunk ({precision}) over {len(test)} test images")
     feats = trunk_features(model, test.images, test.labels, precision, say)
     acc_cpu = float(np.mean(feats.cpu_only_pred == feats.labels))
-    x_op = operating_point_inputs(model) if fidelity == "circuit" else None
+    x_op = operating_point_inputs(model) if fidelity == Fidelity.CIRCUIT else None
     ks = range(1, n_layers + 1) if placements else [n_layers]
     bits = spec.interface.adc_bits if adc_bits is None else adc_bits
     sims = simulate_placements(model, feats, spec, rows, spec.subarray.cols, fidelity, x_op, bits, ks, say, cache)
