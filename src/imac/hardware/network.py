@@ -14,8 +14,7 @@ import numpy as np
 
 from imac.config import ImacSpec
 from imac.errors import ConfigError, DataError
-from imac.hardware.mapping import BinaryLayer, NetworkMap, map_network
-from imac.hardware.simulate import compile_network, run_batch
+from imac.hardware.mapping import BinaryLayer, NetworkMap
 from imac.provenance import file_sha256
 
 FEATURE_BATCH = 2000
@@ -158,12 +157,15 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
     t0 = time.perf_counter()
     history = finetune_hardware_aware(model, x, train.labels, spec, rows, epochs=epochs, seed=seed)
     t1 = time.perf_counter()
-    curve = hardware_curve(spec)
+    from imac.config import with_overrides
+    from imac.hardware.engine import Fidelity, build_head
 
-    def build_circuit() -> Any:
-        netmap = map_network(binary_layers(model), spec, rows, spec.subarray.cols)
-        net = compile_network(netmap, curve, "circuit", x_op=x_op)
-        return lambda xb: [o["z"] for o in run_batch(net, xb)]
+    curve = hardware_curve(spec)
+    design = spec if rows == spec.subarray.rows else with_overrides(spec, {"subarray.rows": rows}, source="rows")
+
+    def build_circuit() -> Any:  # the head as it is now (its weights change between builds)
+        head = build_head(model, design, Fidelity.CIRCUIT, x_op=x_op, curve=curve)
+        return lambda xb: [o["z"] for o in head.run(xb)]
 
     history_circuit = (finetune_circuit_in_loop(model, x, train.labels, spec, rows, build_circuit,
                                                 epochs=circuit_epochs, seed=seed + 1)
