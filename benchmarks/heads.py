@@ -24,25 +24,15 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-
-def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[str, Any]:
     from imac.circuit.solve import solve_subarray
     from imac.config import ImacSpec
     from imac.hardware.engine import Fidelity, build_head
-    from imac.hardware.network import hardware_curve, imac_inputs, operating_point_inputs, select_head
+    from imac.hardware.network import best_of, hardware_curve, imac_inputs, operating_point_inputs, select_head
     from imac.hardware.simulate import _tile_subarray
     from imac.hardware.tiles import default_cache
     from imac.nn.data import load_dataset

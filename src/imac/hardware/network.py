@@ -250,8 +250,8 @@ def simulate_model(
     acc = head.accuracy(x, test.labels, outs)
     # the ideal fidelity of the same head on the same batch: the reference for ratio_to_ideal
     ideal = head.at(Fidelity.IDEAL)
-    t_ideal = _best_of(lambda: ideal.run(x))
-    t_sim = _best_of(lambda: head.run(x, device=dev))
+    t_ideal = best_of(lambda: ideal.run(x))
+    t_sim = best_of(lambda: head.run(x, device=dev))
     cost = head.cost(outs)
     result = {
         "model": name,
@@ -306,7 +306,8 @@ def hardware_curve(spec: ImacSpec) -> Any:
     return neuron_curve(spec.neuron)
 
 
-def _best_of(fn: Any, repeat: int = 3) -> float:
+def best_of(fn: Any, repeat: int = 3) -> float:
+    """The shortest of ``repeat`` wall-clock timings of ``fn()``, s (the benchmarks' timer)."""
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
