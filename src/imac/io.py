@@ -115,6 +115,7 @@ class _TargetLock:
     """
 
     def __init__(self, target: Path) -> None:
+        self.target = target
         self.path = target.parent / f".{target.name}.lock"
         self.fd: int | None = None
 
@@ -128,7 +129,7 @@ class _TargetLock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in (errno.EAGAIN, errno.EACCES):
-                    raise OutputError(f"another imac process is writing {self.path.parent / self.path.name[1:-5]} "
+                    raise OutputError(f"another imac process is writing {self.target} "
                                       f"right now (lock {self.path}); wait for it or choose another name") from None
                 raise
             try:  # the holder before us may have unlinked the file after we opened it: retry

@@ -108,6 +108,18 @@ class Head:
         return ref.accuracy(imac_inputs(self.base, images, int8), labels)
 
 
+def on_subarrays(spec: ImacSpec, rows: int | None = None, cols: int | None = None) -> ImacSpec:
+    """``spec`` with its subarrays resized to ``rows`` x ``cols`` (None: as they are): the engine
+    maps onto the spec's size, so a caller with another size states it here, validated."""
+    from imac.config import with_overrides
+
+    rows = spec.subarray.rows if rows is None else rows
+    cols = spec.subarray.cols if cols is None else cols
+    if (rows, cols) == (spec.subarray.rows, spec.subarray.cols):
+        return spec
+    return with_overrides(spec, {"subarray.rows": rows, "subarray.cols": cols}, source=f"{rows}x{cols} subarrays")
+
+
 def _trained_curve(model: Any) -> Any:
     """The neuron curve the model was trained with (what the ideal fidelity computes with)."""
     return model.head.neurons[0].curve

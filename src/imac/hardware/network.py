@@ -157,11 +157,10 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
     t0 = time.perf_counter()
     history = finetune_hardware_aware(model, x, train.labels, spec, rows, epochs=epochs, seed=seed)
     t1 = time.perf_counter()
-    from imac.config import with_overrides
-    from imac.hardware.engine import Fidelity, build_head
+    from imac.hardware.engine import Fidelity, build_head, on_subarrays
 
     curve = hardware_curve(spec)
-    design = spec if rows == spec.subarray.rows else with_overrides(spec, {"subarray.rows": rows}, source="rows")
+    design = on_subarrays(spec, rows)
 
     def build_circuit() -> Any:  # the head as it is now (its weights change between builds)
         head = build_head(model, design, Fidelity.CIRCUIT, x_op=x_op, curve=curve)
@@ -220,19 +219,16 @@ def simulate_model(
     ``device``: where the batch phase runs (None or "cpu": numpy; "cuda": torch tensors on the
     GPU, :mod:`imac.hardware.device`); the build always runs on the CPU.
     """
-    from imac.config import with_overrides
     from imac.hardware.device import resolve_device
-    from imac.hardware.engine import Fidelity, build_head
+    from imac.hardware.engine import Fidelity, build_head, on_subarrays
     from imac.nn.data import load_dataset
 
     if Fidelity.parse(fidelity) == Fidelity.SPICE:
         raise ConfigError("the spice fidelity runs a handful of images: use `imac spice-check`")
     dev = None if device in (None, "cpu") else resolve_device(device)
     say = progress or (lambda msg: None)
-    rows = spec.subarray.rows if rows is None else rows
-    cols = spec.subarray.cols if cols is None else cols
-    if (rows, cols) != (spec.subarray.rows, spec.subarray.cols):
-        spec = with_overrides(spec, {"subarray.rows": rows, "subarray.cols": cols}, source="rows/cols")
+    spec = on_subarrays(spec, rows, cols)
+    rows, cols = spec.subarray.rows, spec.subarray.cols
     say(f"mapping onto {f'{rows}x{cols} subarrays' if partitioned else 'one array per layer'}")
     head = build_head(name, spec, fidelity, partitioned=partitioned, checkpoint=checkpoint, calibrated=calibrated,
                       progress=say)
@@ -291,11 +287,6 @@ def operating_point_inputs(model: Any, n: int = OPERATING_POINT_IMAGES) -> np.nd
     from imac.nn.data import load_dataset
 
     return imac_inputs(model, load_dataset(model.dataset, "train").images[:n])
-
-
-def _curve(model: Any) -> Any:
-    """The neuron curve the model was trained with (the ``ideal`` fidelity's)."""
-    return model.head.neurons[0].curve
 
 
 def hardware_curve(spec: ImacSpec) -> Any:

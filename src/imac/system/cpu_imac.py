@@ -251,13 +251,14 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
     import time
 
     from imac.hardware.cost import imac_cost
-    from imac.hardware.engine import build_head
+    from imac.hardware.engine import build_head, on_subarrays
     from imac.hardware.network import binary_layers
     from imac.hardware.simulate import run_batch
 
     say = say or (lambda m: None)
     n_layers = len(binary_layers(model))
     v_dd = spec.subarray.v_dd
+    design = on_subarrays(spec, rows, cols)
     key = (rows, cols, fidelity)
     t0 = time.perf_counter()
     if cache is not None and key in cache:
@@ -267,7 +268,7 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
         # on the neurons driving it, so the first k compiled layers ARE the k-layer prefix (its
         # last neurons unloaded, read by the ADCs)
         say(f"mapping and compiling the {n_layers}-layer IMAC head ({fidelity})")
-        head = build_head(model, _on_subarrays(spec, rows, cols), fidelity, x_op=x_op,
+        head = build_head(model, design, fidelity, x_op=x_op,
                           tile_progress=_tile_reporter(say))
         full = head.net
         say(f"{head.netmap.n_subarrays} subarrays compiled in {time.perf_counter() - t0:.1f} s")
@@ -276,7 +277,7 @@ def simulate_placements(model: Any, feats: Features, spec: ImacSpec, rows: int, 
             cache[key] = (full, build)
     priced = full
     if fidelity == Fidelity.IDEAL:  # the ideal math has no circuit: price the mapping with real devices
-        priced = build_head(model, _on_subarrays(spec, rows, cols), "behavioral").net
+        priced = build_head(model, design, "behavioral").net
     out = []
     ks = list(ks or range(1, n_layers + 1))
     # one batch through the deepest placement serves them all: layer i's outputs depend only on the
@@ -529,7 +530,7 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     columns); the rows' ``basis`` says so.  The per-layer latencies add up; energy = power x
     total latency, as in :func:`imac.hardware.cost.imac_cost`."""
     from imac.hardware.cost import ImacCost, imac_cost, routing_row
-    from imac.hardware.engine import build_head
+    from imac.hardware.engine import build_head, on_subarrays
     from imac.hardware.mapping import BinaryLayer
     from imac.hardware.network import hardware_curve
     from imac.hardware.simulate import run_batch
@@ -543,6 +544,7 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
     v_dd = spec.subarray.v_dd
     batch = 16
     x = rng.choice([-1.0, 1.0], size=(batch, sizes[0]))  # binarized features: about half +1
+    design = on_subarrays(spec, rows, cols)
     total = ImacCost()
     scaled_rows: list[tuple[CostRow, float]] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -553,7 +555,7 @@ def sampled_head_cost(sizes: Sequence[int], volts_per_unit_sum: Sequence[float],
         say(f"pricing FC layer {i} ({a} -> {b})" + (f": {b_s} sampled neurons" if b_s < b else "")
             + f" ({fidelity})")
         # a one-off random layer: its reductions stay out of the tile cache
-        net = build_head([BinaryLayer(w[:b_s], bias[:b_s], vpus)], _on_subarrays(spec, rows, cols), fidelity,
+        net = build_head([BinaryLayer(w[:b_s], bias[:b_s], vpus)], design, fidelity,
                          curve=curve, tile_progress=_tile_reporter(say, f"FC layer {i}"), cache_tiles=False).net
         netmap = net.netmap
         cost = imac_cost(net, run_batch(net, x))
@@ -651,15 +653,6 @@ def _tile_reporter(say: Callable[[str], None], name: str | None = None, every_s:
 # -- small helpers -----------------------------------------------------------------------------
 def _name(model: Any) -> str:
     return type(model).__name__
-
-
-def _on_subarrays(spec: ImacSpec, rows: int, cols: int) -> ImacSpec:
-    """``spec`` on ``rows`` x ``cols`` subarrays (the engine maps onto the spec's size)."""
-    from imac.config import with_overrides
-
-    if (rows, cols) == (spec.subarray.rows, spec.subarray.cols):
-        return spec
-    return with_overrides(spec, {"subarray.rows": rows, "subarray.cols": cols}, source=f"{rows}x{cols} subarrays")
 
 
 def _fc_sizes(model: Any) -> list[int]:
