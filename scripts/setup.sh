@@ -20,7 +20,10 @@ fi
 
 if ! $PY -c "import imac, pytest, hypothesis" >/dev/null 2>&1 || [ pyproject.toml -nt .setup-stamp ]; then
   echo "[setup] installing imac and its dependencies"
-  $PY -m pip install -q -e ".[dev]"
+  # the installed torch is pinned: no dependency may swap it for another (CUDA) build
+  pin=$(mktemp); trap 'rm -f "$pin"' EXIT
+  echo "torch==$($PY -c 'import torch; print(torch.__version__)')" > "$pin"
+  $PY -m pip install -q -c "$pin" -e ".[dev]"
   touch .setup-stamp
 fi
 

@@ -10,7 +10,7 @@ holds some files of "the user", with its own HOME, cache and temp folders.
 Property: exit code 0 or 2 (never 70, the internal error, and never an uncaught exception); on
 exit 2 the last line of stderr is one ``error: ...`` line; no traceback; nothing created,
 changed or removed outside the output path of the command (``--out``/``--spice`` or its
-default), and nothing at all when the command fails; the repository's ``models/`` unchanged.
+default), and nothing at all when the command fails; the shipped checkpoints unchanged.
 
 Each example must finish fast: ngspice is never run (``IMAC_NGSPICE`` points to something that
 is not ngspice), data-hungry commands get a small ``--limit`` most of the time, and an example
@@ -46,6 +46,7 @@ import imac.nn.checkpoint
 from imac.io import MARKER
 
 REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "src" / "imac" / "checkpoints"  # the checkpoints shipped in the package
 ROOT_TOKEN = "{root}"  # replaced by the example's root folder (keeps printed examples stable)
 
 
@@ -168,8 +169,8 @@ def sane_values_for(param: Any) -> st.SearchStrategy[str]:
     if name in LIMIT_PARAMS:
         return st.integers(1, 4).map(str)
     if name == "checkpoint":
-        return st.sampled_from([f"{ROOT_TOKEN}/../repo/models/{m}.pt" for m in MODELS[:3]]
-                               + [f"{ROOT_TOKEN}/../repo/models/calibrated/{m}.imac-difference-32.pt"
+        return st.sampled_from([f"{ROOT_TOKEN}/../repo/checkpoints/{m}.pt" for m in MODELS[:3]]
+                               + [f"{ROOT_TOKEN}/../repo/checkpoints/calibrated/{m}.imac-difference-32.pt"
                                   for m in MODELS[:3]])
     if name in OUTPUT_PARAMS:
         return st.sampled_from(["new", "new/deeper/run", "oldrun", "runs/r1", "~/newhome", "../newsibling",
@@ -375,7 +376,7 @@ def _run_in(root: Path, argv: list[str], env: dict[str, str | None], config: byt
                  "MPLCONFIGDIR": str(root / "cache" / "mpl"), "IMAC_DEBUG": None, "IMAC_JOBS": "1"}
     skip = {root / "cache"}
     before = _snapshot(root, skip)
-    models_before = _snapshot(fake_root / "models")
+    models_before = _snapshot(fake_root / "checkpoints")
     repo_before = _repo_state()
     res = Result(argv)
     out, err = io.StringIO(), io.StringIO()
@@ -398,21 +399,21 @@ def _run_in(root: Path, argv: list[str], env: dict[str, str | None], config: byt
     res.stdout, res.stderr = out.getvalue(), err.getvalue()
     after = _snapshot(root, skip)
     res.changes = [c for c in _diff(before, after) if not _inside(root / c.split(" ", 1)[1], allowed)]
-    res.models_changed = _diff(models_before, _snapshot(fake_root / "models"))
+    res.models_changed = _diff(models_before, _snapshot(fake_root / "checkpoints"))
     res.repo_changed = _diff(repo_before, _repo_state())
     if res.models_changed:  # put the copy back, so that every example starts from the same models
-        shutil.rmtree(fake_root / "models")
-        shutil.copytree(REPO / "models", fake_root / "models", symlinks=True)
+        shutil.rmtree(fake_root / "checkpoints")
+        shutil.copytree(SHIPPED, fake_root / "checkpoints", symlinks=True)
     return res
 
 
-PROTECTED = [REPO / "models", REPO / "src" / "imac" / "devices" / "neuron_fit_default.json", REPO / "runs",
+PROTECTED = [SHIPPED, REPO / "src" / "imac" / "devices" / "neuron_fit_default.json", REPO / "runs",
              REPO / "out"]
 
 
 def _repo_state() -> dict[str, Any]:
-    """What a fuzzed command could write in the repository itself: models/ (the committed
-    checkpoints), the shipped neuron fit, runs/ and out/.  Compared per example only, since other
+    """What a fuzzed command could write in the repository itself: the shipped
+    checkpoints, the shipped neuron fit, runs/ and out/.  Compared per example only, since other
     people edit the working tree while the tier runs."""
     state: dict[str, Any] = {}
     for p in PROTECTED:
@@ -475,7 +476,7 @@ def check(res: Result) -> None:
         event("over budget" if res.over_budget else f"exit {res.code}")
     if res.uncaught is not None:
         raise AssertionError(f"uncaught {type(res.uncaught).__name__} from main({res.argv!r}): {res.uncaught}")
-    assert not res.models_changed, f"models/ changed: {res.models_changed}"
+    assert not res.models_changed, f"shipped checkpoints changed: {res.models_changed}"
     assert not res.repo_changed, f"the repository changed: {res.repo_changed}"
     assert not res.changes, f"files outside the output changed (exit {res.code}): {res.changes[:10]}"
     if res.over_budget:
@@ -498,15 +499,15 @@ def check(res: Result) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(a folder for the examples, a fake repository root with a copy of models/).
+    """(a folder for the examples, a fake repository root with a copy of the shipped checkpoints).
 
     Checkpoints are looked up (and a calibration without --out is written) in the fake root's
-    models/, so that no fuzzed command can touch the repository's committed checkpoints."""
+    checkpoints/, so that no fuzzed command can touch the repository's committed checkpoints."""
     base = tmp_path_factory.mktemp("fuzz-cli")
     fake_root = base / "repo"
-    shutil.copytree(REPO / "models", fake_root / "models", symlinks=True)
+    shutil.copytree(SHIPPED, fake_root / "checkpoints", symlinks=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imac.nn.checkpoint, "repo_root", lambda: fake_root)
+        mp.setattr(imac.nn.checkpoint, "shipped_dir", lambda: fake_root / "checkpoints")
         with contextlib.suppress(ImportError, AttributeError):
             import imac.devices.neuron_curve as nc
 

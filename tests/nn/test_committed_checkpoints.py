@@ -1,4 +1,4 @@
-"""Re-evaluate every committed checkpoint in models/ on its full test set (MNIST, CIFAR-10).
+"""Re-evaluate every shipped checkpoint (src/imac/checkpoints) on its full test set (MNIST, CIFAR-10).
 
 The full set, not a prefix: it takes a few seconds (CIFAR-10: ~15 s to decode the JPEGs once
 per session, ~20 s to evaluate the half-width VGG-11 with its int8 trunk), and the first MNIST
@@ -15,11 +15,12 @@ import pytest
 
 from conftest import real_data_dir
 from imac.nn.checkpoint import load_checkpoint
-from imac.nn.data import CIFAR10_JPEG_TAR, repo_root
+from imac.nn.checkpoint import shipped_dir
+from imac.nn.data import CIFAR10_JPEG_TAR
 from imac.nn.models import get_spec
 from imac.nn.train import evaluate
 
-MODELS = repo_root() / "models" if repo_root() else Path("models")
+MODELS = shipped_dir()
 CHECKPOINTS = sorted(MODELS.glob("*.pt")) if MODELS.is_dir() else []
 TOLERANCE = 0.002  # same data, same weights: only float summation order may differ
 

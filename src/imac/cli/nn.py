@@ -53,7 +53,7 @@ def train_cmd(
 def evaluate_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     checkpoint: Annotated[Path | None, typer.Option(
-        help="Checkpoint (default: <cache>/checkpoints, then models/).")] = None,
+        help="Checkpoint (default: <cache>/checkpoints, then the one shipped in the package).")] = None,
     limit: Annotated[int | None, typer.Option(
         help="Evaluate the first N test images.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data root.")] = None,

@@ -76,8 +76,27 @@ CALIBRATION_LABEL = "hardware-aware fine-tuning"
 
 def calibrated_path(path: Path, rows: int, topology: str) -> Path:
     """Where the hardware-aware calibration of checkpoint ``path`` for a subarray is kept: a
-    ``calibrated/`` folder beside it, so it is never mistaken for a trained checkpoint."""
-    return path.parent / "calibrated" / f"{path.stem}.imac-{topology}-{rows}.pt"
+    ``calibrated/`` folder beside it, so it is never mistaken for a trained checkpoint.  For a
+    checkpoint shipped inside the package, a calibration written by the user goes to
+    ``<cache>/checkpoints/calibrated/`` (the package is never written to) and is preferred there."""
+    from imac.nn.checkpoint import default_checkpoint_path, is_shipped
+
+    beside = path.parent / "calibrated" / f"{path.stem}.imac-{topology}-{rows}.pt"
+    if is_shipped(path):
+        user = default_checkpoint_path(path.stem).parent / "calibrated" / beside.name
+        return user if user.is_file() or not beside.is_file() else beside
+    return beside
+
+
+def calibration_target(path: Path, rows: int, topology: str) -> Path:
+    """Where ``imac calibrate`` writes by default: beside the base, or the user cache for a
+    checkpoint shipped in the package."""
+    from imac.nn.checkpoint import default_checkpoint_path, is_shipped
+
+    name = f"{path.stem}.imac-{topology}-{rows}.pt"
+    if is_shipped(path):
+        return default_checkpoint_path(path.stem).parent / "calibrated" / name
+    return path.parent / "calibrated" / name
 
 
 # what shapes a calibrated head: the device and circuit physics it was fine-tuned through, and
@@ -145,6 +164,7 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
     fine-tuning (:func:`~imac.hardware.aware.finetune_circuit_in_loop`): forward values from the
     compiled ``circuit`` fidelity (wires, loaded neuron outputs), recompiled every 100 steps,
     gradients through the behavioural model.  Writes a new checkpoint beside the original
+    (for a checkpoint shipped in the package: in the user cache, see :func:`calibration_target`)
     (``calibrated/<name>.imac-<topology>-<rows>.pt``) and returns its path and metrics."""
     from imac.hardware.aware import finetune_circuit_in_loop, finetune_hardware_aware
     from imac.nn.checkpoint import save_checkpoint
@@ -190,7 +210,7 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
         "history": history,
         "history_circuit": history_circuit,
     }
-    dest = out or calibrated_path(path, rows, spec.amplifier.topology)
+    dest = out or calibration_target(path, rows, spec.amplifier.topology)
     save_checkpoint(dest, new)
     return dest, new["calibration"]
 

@@ -7,7 +7,8 @@ Payload keys: ``format``, ``model`` (registered name), ``config`` (builder kwarg
 trunk, when the model has one).
 
 Look-up of a model's checkpoint: the explicit path, then ``<cache>/checkpoints/<name>.pt``, then
-``models/<name>.pt`` in the repository.  Loading refuses (with :class:`DataError`) a file that
+the checkpoint shipped inside the package (``imac/checkpoints/<name>.pt``: package data, so an
+installed wheel runs the shipped models from any folder).  Loading refuses (with :class:`DataError`) a file that
 is not a checkpoint, is truncated, or belongs to another model; nothing is written on failure.
 """
 
@@ -24,7 +25,7 @@ import torch
 import imac
 from imac.errors import DataError
 from imac.io import atomic_write_bytes, atomic_write_text
-from imac.nn.data import cache_dir, repo_root
+from imac.nn.data import cache_dir
 from imac.provenance import git_revision
 
 if TYPE_CHECKING:
@@ -46,9 +47,19 @@ def default_checkpoint_path(name: str) -> Path:
     return cache_dir() / "checkpoints" / f"{name}.pt"
 
 
+def shipped_dir() -> Path:
+    """The checkpoints (and their calibrated heads) that ship inside the package."""
+    return Path(imac.__file__).resolve().parent / "checkpoints"
+
+
 def committed_checkpoint_path(name: str) -> Path | None:
-    root = repo_root()
-    return root / "models" / f"{name}.pt" if root is not None else None
+    """The shipped checkpoint of ``name`` (whether or not it exists)."""
+    return shipped_dir() / f"{name}.pt"
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` lies in the package's shipped checkpoints (read-only for imac)."""
+    return Path(path).resolve().is_relative_to(shipped_dir())
 
 
 def metrics_path(path: Path) -> Path:
