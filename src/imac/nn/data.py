@@ -504,11 +504,31 @@ LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
 N_CLASSES = {"mnist": 10, "cifar10": len(CIFAR10_CLASSES)}
 
 
-def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
+def load_dataset(name: object, split: str, data_dir: str | os.PathLike[str] | None = None,
                  **kwargs: bool) -> Dataset:
-    """Dispatch on the dataset name ('mnist' or 'cifar10')."""
+    """Dispatch on the dataset name ('mnist' or 'cifar10'), or load a user data set given as a
+    data-spec YAML path (``.yaml``/``.yml``) or :class:`~imac.nn.userdata.DataSpec` (its paths
+    are relative to the YAML file, so ``data_dir`` is not used; ``cache`` is honoured)."""
+    from imac.nn.userdata import is_data_spec, load_user_dataset
+
+    if is_data_spec(name):
+        return load_user_dataset(name, split, cache=bool(kwargs.get("cache", True)))  # type: ignore[arg-type]
+    if not isinstance(name, str):
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)} or a data-spec YAML")
     try:
         loader = LOADERS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}") from None
     return loader(split, data_dir, **kwargs)
+
+
+def n_classes(name_or_spec: object) -> int:
+    """Number of classes of a built-in data set ('mnist', 'cifar10') or of a user data set (a
+    data-spec YAML path or :class:`~imac.nn.userdata.DataSpec`)."""
+    from imac.nn.userdata import as_data_spec, is_data_spec
+
+    if isinstance(name_or_spec, str) and name_or_spec in N_CLASSES:
+        return N_CLASSES[name_or_spec]
+    if is_data_spec(name_or_spec):
+        return as_data_spec(name_or_spec).n_classes()  # type: ignore[arg-type]
+    raise DataError(f"unknown dataset {name_or_spec!r}; known: {', '.join(N_CLASSES)} or a data-spec YAML")
