@@ -509,17 +509,13 @@ def load_dataset(name: object, split: str, data_dir: str | os.PathLike[str] | No
     """Dispatch on the dataset name ('mnist' or 'cifar10'), or load a user data set given as a
     data-spec YAML path (``.yaml``/``.yml``) or :class:`~imac.nn.userdata.DataSpec` (its paths
     are relative to the YAML file, so ``data_dir`` is not used; ``cache`` is honoured)."""
+    if isinstance(name, str) and name in LOADERS:
+        return LOADERS[name](split, data_dir, **kwargs)
     from imac.nn.userdata import is_data_spec, load_user_dataset
 
     if is_data_spec(name):
         return load_user_dataset(name, split, cache=bool(kwargs.get("cache", True)))  # type: ignore[arg-type]
-    if not isinstance(name, str):
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)} or a data-spec YAML")
-    try:
-        loader = LOADERS[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}") from None
-    return loader(split, data_dir, **kwargs)
+    raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)} or a data-spec YAML (.yaml/.yml)")
 
 
 def n_classes(name_or_spec: object) -> int:
