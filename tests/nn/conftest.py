@@ -7,6 +7,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,3 +114,13 @@ def mnist_dir() -> Path:
     if d is None:
         pytest.skip("real MNIST not found at ../shared/data/mnist (data absent on this machine)")
     return d
+
+
+def small_vgg(hidden: list[int]) -> Any:
+    """The shipped VGG spec with a narrow trunk of the same kind (five conv-BN-ReLU-pool stages)."""
+    layers: list[object] = []
+    for c in (4, 8, 16, 16, 32):
+        layers += [{"conv": {"out": c, "kernel": 3, "padding": 1, "bias": False}}, "batchnorm", "relu", {"maxpool": 2}]
+    from imac.nn.models import build_model
+
+    return build_model("vgg11-cifar10", {"trunk": [*layers, "flatten"], "head.hidden": hidden})

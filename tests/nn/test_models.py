@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_vgg
 from imac.errors import ConfigError, ShapeError
-from imac.nn.models import VGG, build_model, get_spec, list_models
+from imac.nn.models import build_model, get_spec, list_models
 from imac.nn.quant import Int8Trunk, fake_quant, fold_batchnorm
 
 
@@ -47,8 +48,8 @@ def test_full_vgg_sizes() -> None:
     # sizes come from the spec without allocating the 4096-wide heads twice
     for arch, n_conv in (("vgg11", 8), ("vgg13", 10), ("vgg16", 13)):
         spec = get_spec(f"{arch}-full-cifar10")
-        assert spec.config["fc_hidden"] == [4096, 4096] and not spec.trainable_here
-        m = VGG(arch=arch, width=1.0, fc_hidden=[8], float_head=False)
+        assert spec.spec.head.hidden == (4096, 4096) and not spec.trainable_here
+        m = build_model(f"{arch}-full-cifar10", {"head.hidden": [8], "head.float_head": None})
         assert m.fc_layer_sizes() == [512, 8, 10]
         assert sum(isinstance(x, torch.nn.Conv2d) for x in m.trunk) == n_conv
 
@@ -99,15 +100,17 @@ def test_fold_batchnorm_equivalent() -> None:
 def test_lenet_normalize_and_old_configs() -> None:
     imgs = np.zeros((2, 28, 28), dtype=np.uint8)
     imgs[:, 10:18, 10:18] = 255
-    raw = build_model("lenet-mnist", normalize=False).prepare(imgs)
+    raw = build_model("lenet-mnist", {"input.normalize": False}).prepare(imgs)
     std = build_model("lenet-mnist").prepare(imgs)  # the registered model standardises
     assert raw.min() == 0.0 and raw.max() == 1.0
     # padding and background alike map to -mean/std; a white pixel to (1 - mean)/std
     assert std[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081, rel=1e-5)
     assert std.max().item() == pytest.approx((1 - 0.1307) / 0.3081, rel=1e-5)
-    # a checkpoint config written before the option existed keeps the class default
-    old = get_spec("lenet-mnist").build_exact({"hidden": [120, 84], "scales": [0.1, 0.5, 0.5]})
-    assert not old.normalize
+    # a checkpoint written before network specs: its builder arguments map onto the shipped spec
+    from imac.nn.models import legacy_spec
+
+    old = legacy_spec("lenet-mnist", {"hidden": [120, 84], "scales": [0.1, 0.5, 0.5], "normalize": False})
+    assert not old.input.normalize and old.head.hidden == (120, 84)
 
 
 def test_label_smoothing_float_head_only() -> None:
@@ -126,7 +129,7 @@ def test_label_smoothing_float_head_only() -> None:
 
 def test_vgg_channels_last_same_numbers() -> None:
     torch.manual_seed(0)
-    m = VGG(arch="vgg11", width=0.125, fc_hidden=[16]).eval()
+    m = small_vgg([16]).eval()
     x = m.prepare(np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     torch.testing.assert_close(m.features(x), m.trunk(x.contiguous()), atol=1e-5, rtol=1e-5)
 
@@ -134,10 +137,10 @@ def test_vgg_channels_last_same_numbers() -> None:
 def test_vgg_cutout_square() -> None:
     """Cutout zeroes one square of at most cutout x cutout pixels (all channels) per image,
     exactly that square when it lies inside, and nothing else changes."""
-    m = build_model("vgg11-cifar10", width=0.125, fc_hidden=[16, 16])
+    m = small_vgg([16, 16])
     x = torch.randn(300, 3, 32, 32).abs() + 0.1  # no zeros of its own
     torch.manual_seed(3)
-    plain = m.augment(x)
+    plain = m.augment(x, cutout=0)
     torch.manual_seed(3)
     cut = m.augment(x, cutout=8)
     removed = (plain != 0) & (cut == 0)
@@ -157,5 +160,5 @@ def test_vgg_cutout_square() -> None:
 
 
 def test_vgg_registry_trains_with_cutout() -> None:
-    spec = get_spec("vgg11-cifar10")
-    assert spec.augment and spec.cutout > 0
+    aug = get_spec("vgg11-cifar10").spec.train.augment
+    assert aug.flip and aug.crop_pad == 4 and aug.cutout > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_cifar_tar, write_mnist
+from conftest import small_vgg, write_cifar_tar, write_mnist
 from imac.errors import DataError, OutputExistsError
 from imac.nn.checkpoint import find_checkpoint, load_checkpoint, metrics_path
 from imac.nn.data import CIFAR10_JPEG_TAR
@@ -132,7 +132,7 @@ def test_param_groups_decay_float_weights_only() -> None:
     from imac.nn.models import build_model
     from imac.nn.train import param_groups
 
-    m = build_model("vgg11-cifar10", width=0.125, fc_hidden=[16, 16])
+    m = small_vgg([16, 16])
     rest, decay = param_groups(m, 0.05)
     assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0
     ids = {id(p) for p in decay["params"]}

@@ -70,7 +70,7 @@ def cpu_imac_cmd(
 
     Models without a trained checkpoint (the full-width VGGs) get the energy study only."""
     from imac.hardware.diagnostics import result_warnings
-    from imac.nn.data import N_CLASSES
+    from imac.nn.data import n_classes
     from imac.nn.models import get_spec
     from imac.system.cpu_imac import energy_study, evaluate
 
@@ -86,7 +86,7 @@ def cpu_imac_cmd(
                        accuracy_budget_points=accuracy_budget, placements=placements,
                        energy_model=cpu_energy, progress=say)
     res["warnings"] = result_warnings(spec, [], res.get("accuracy_cpu_imac"),
-                                      N_CLASSES.get(get_spec(name).cls.dataset))
+                                      n_classes(get_spec(name).dataset))
     for w in res["warnings"]:
         say(f"warning: {w}")
     if as_json:

@@ -1,6 +1,9 @@
 """Checkpoints: one ``torch.save`` of a plain dict, written atomically, with a metrics JSON beside.
 
-Payload keys: ``format``, ``model`` (registered name), ``config`` (builder kwargs), ``state_dict``,
+Payload keys: ``format``, ``model`` (the network's name), ``network`` (its full network spec, so a
+checkpoint describes itself; checkpoints written before network specs hold ``config``, the former
+builder's keyword arguments, instead), ``trunk_program`` (an imported network's traced trunk, a
+``torch.export`` program as bytes), ``state_dict``,
 ``optimizer`` (only while a run is unfinished), ``epoch`` (epochs done), ``epochs`` (planned),
 ``metrics``, ``seed``, ``data_sha256`` ({split: sha256}), ``git_revision``, ``torch_version``,
 ``imac_version``, ``created`` (UTC ISO time), ``int8_calibration`` (activation scales of the int8
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +34,10 @@ from imac.provenance import git_revision
 
 if TYPE_CHECKING:
     from imac.nn.models import ImacNet
+    from imac.nn.netspec import NetworkSpec
 
 FORMAT = 1
+NAME_SAFE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # network names that may name a cache file
 
 
 def provenance() -> dict[str, Any]:
@@ -68,11 +74,19 @@ def metrics_path(path: Path) -> Path:
 
 def find_checkpoint(name: str, explicit: str | Path | None = None) -> Path:
     """Where ``name``'s checkpoint is; DataError listing every place tried when none is."""
+    from imac.nn.models import explicit_checkpoint, resolve_name
+
     if explicit is not None:
         p = Path(explicit).expanduser()
         if not p.is_file():
             raise DataError(f"checkpoint {p} not found")
         return p
+    name = resolve_name(name)
+    named = explicit_checkpoint(name)
+    if named is not None:
+        return named
+    if not NAME_SAFE.match(name):
+        raise DataError(f"no checkpoint for model {name!r}")
     tried = []
     for p in (default_checkpoint_path(name), committed_checkpoint_path(name)):
         if p is None:
@@ -151,21 +165,55 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     if payload.get("format") != FORMAT:
         raise DataError(f"{path}: checkpoint format {payload.get('format')!r}, "
                         f"this version reads {FORMAT}")
+    if expected_model is not None:
+        from imac.nn.models import resolve_name
+
+        expected_model = resolve_name(expected_model)
     if expected_model is not None and payload["model"] != expected_model:
         raise DataError(f"{path} is a checkpoint of model {payload['model']!r}, "
                         f"not {expected_model!r}")
     return payload
 
 
+def network_spec_of(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> NetworkSpec:
+    """The network spec a checkpoint was written for: its own (``network``), or, for one written
+    before network specs, the shipped spec with its former builder arguments applied."""
+    from imac.nn.models import legacy_spec
+    from imac.nn.netspec import network_from_dict
+
+    if payload.get("network") is not None:
+        spec = network_from_dict(payload["network"], f"network spec in {path}")
+        if spec.name != payload["model"]:
+            raise DataError(f"{path}: holds network {spec.name!r} under the name {payload['model']!r}")
+        return spec
+    return legacy_spec(payload["model"], payload.get("config") or {})
+
+
 def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "<checkpoint>"
                           ) -> ImacNet:
-    """Build the registered model with the checkpoint's config and load its weights."""
-    from imac.nn.models import get_spec
+    """Build the checkpoint's network and load its weights."""
+    from imac.nn.models import ImacNet
 
-    spec = get_spec(payload["model"])
-    model = spec.build_exact(payload.get("config", {}))
+    spec = network_spec_of(payload, path)
+    trunk = None
+    program = None
+    if spec.imported:
+        from imac.nn.importers import deserialize_trunk
+
+        blob = payload.get("trunk_program")
+        if not isinstance(blob, (bytes, bytearray)):
+            raise DataError(f"{path}: an imported network without its trunk program")
+        try:
+            program = deserialize_trunk(bytes(blob))
+        except Exception as err:
+            raise DataError(f"{path}: cannot read the trunk program ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+        trunk = program.module()
+    model = ImacNet(spec, trunk)
+    model.trunk_program = program
+    state = {k: v for k, v in payload["state_dict"].items() if k not in ("mean", "std")}  # legacy buffers
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: weights do not fit model {spec.name!r}: "
                         f"{str(err).splitlines()[0][:300]}") from None

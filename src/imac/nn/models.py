@@ -1,11 +1,12 @@
-"""Networks with a binary IMAC fully-connected head, behind a name registry.
+"""Networks with a binary IMAC fully-connected head, each defined by one network spec.
 
-Every model is an :class:`ImacNet`: an optional CPU-side trunk (float convolutions), a
-binarizer that turns the trunk's features into the +-1 inputs of the first IMAC layer (+-V_DD
-on the hardware), and an :class:`~imac.nn.layers.ImacMLP` head of binary layers with the
-SOT-MRAM neuron curve.  Convolutional models also carry a float FC head on the same features:
-the CPU-only baseline, trained jointly so that CPU-only and CPU-IMAC share one conv trunk and
-the comparison isolates the FC layers.
+Every model is an :class:`ImacNet` built from a :class:`~imac.nn.netspec.NetworkSpec`: an
+optional CPU-side trunk (float layers, or a program traced from a user's network), a binarizer
+that turns the trunk's features into the +-1 inputs of the first IMAC layer (+-V_DD on the
+hardware), and an :class:`~imac.nn.layers.ImacMLP` head of binary layers with the SOT-MRAM neuron
+curve.  Models with a trunk may also carry a float FC head on the same features: the CPU-only
+baseline (trained jointly, or the user's own float head for an imported network), so that
+CPU-only and CPU-IMAC share one trunk and the comparison isolates the FC layers.
 
 Read-out convention: the neuron falls with its input, so a class wins with the LOWEST last-layer
 neuron output (``argmin`` of the outputs, the same as ``argmax`` of the pre-activation because the
@@ -13,69 +14,279 @@ curve is strictly decreasing).  Training uses cross-entropy on ``-T * y`` (``T``
 ``readout_temperature``), i.e. on the very voltages the hardware reads, so saturated outputs
 that the hardware cannot tell apart are not rewarded.
 
-Registered names: see :func:`list_models` (``imac list-models``).
+Names: the shipped specs (``imac/networks/*.yaml``), then networks whose checkpoint in the user
+cache carries its spec (trained from a user's YAML, or imported); a path to a network spec YAML
+or to a checkpoint file stands for the network it defines.  See :func:`list_models`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import functools
+import math
+from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from imac.errors import ConfigError, ShapeError
+from imac.errors import ConfigError, DataError, ShapeError
 from imac.nn.layers import ImacMLP, sign_ste
+from imac.nn.netspec import (
+    FloatHeadSpec,
+    Layer,
+    NetworkSpec,
+    load_network_spec,
+    with_changes,
+)
 from imac.nn.quant import Int8Trunk
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+MNIST_MEAN = 0.1307  # pixel mean / std of the MNIST training set (pixels scaled to 0..1)
+MNIST_STD = 0.3081
+NETWORKS_DIR = Path(__file__).resolve().parent.parent / "networks"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a network needs to know of its data: one stored image's shape (H, W) or (H, W, C),
+    the scale to 0..1, per-channel mean and std after scaling, and the number of classes."""
+
+    shape: tuple[int, ...]
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    n_classes: int
+
+    @property
+    def channels(self) -> int:
+        return 1 if len(self.shape) == 2 else self.shape[2]
+
+
+BUILTIN_DATA = {
+    "mnist": DataInfo((28, 28), 1 / 255, (MNIST_MEAN,), (MNIST_STD,), 10),
+    "cifar10": DataInfo((32, 32, 3), 1 / 255, CIFAR10_MEAN, CIFAR10_STD, 10),
+}
+
+
+def data_info(dataset: str) -> DataInfo:
+    """The :class:`DataInfo` of a built-in data set or of a user's data spec file."""
+    if dataset in BUILTIN_DATA:
+        return BUILTIN_DATA[dataset]
+    from imac.nn.userdata import load_data_spec
+
+    ds = load_data_spec(dataset)
+    shape = tuple(int(v) for v in ds.input_shape)
+    if len(shape) not in (2, 3):
+        raise ConfigError(f"{dataset}: a network takes images of shape [H, W] or [H, W, C], not {list(shape)}")
+    c = 1 if len(shape) == 2 else shape[2]
+
+    def per_channel(v: Any, default: float) -> tuple[float, ...]:
+        v = default if v is None else v
+        return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * c
+
+    return DataInfo(shape, float(ds.scale), per_channel(ds.mean, 0.0), per_channel(ds.std, 1.0), ds.n_classes())
+
+
+_ACT = {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "hardtanh": nn.Hardtanh,
+        "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def _activation(kind: str, slope: float = 0.01) -> nn.Module:
+    return nn.LeakyReLU(slope) if kind == "leaky_relu" else _ACT[kind]()
+
+
+def build_trunk(layers: tuple[Layer, ...], in_shape: tuple[int, ...]) -> tuple[nn.Sequential, tuple[int, ...]]:
+    """The trunk's modules for inputs of ``in_shape`` (C, H, W) and the shape of its output (one
+    sample); errors name the layer (``trunk[i]``) whose input does not fit."""
+    mods: list[nn.Module] = []
+    shape = tuple(in_shape)
+    for i, layer in enumerate(layers):
+        a = layer.params
+        where = f"trunk[{i}] ({layer.kind})"
+        if layer.kind == "conv":
+            if len(shape) != 3:
+                raise ConfigError(f"{where}: a convolution needs (C, H, W) inputs, gets {shape}")
+            if shape[0] % a.groups or a.out % a.groups:
+                raise ConfigError(f"{where}: groups={a.groups} must divide {shape[0]} inputs and {a.out} outputs")
+            m: nn.Module = nn.Conv2d(shape[0], a.out, a.kernel, a.stride, a.padding, groups=a.groups, bias=a.bias)
+        elif layer.kind == "linear":
+            if len(shape) != 1:
+                raise ConfigError(f"{where}: a linear layer needs flat (F,) inputs, gets {shape}: add flatten")
+            m = nn.Linear(shape[0], a.out, bias=a.bias)
+        elif layer.kind == "batchnorm":
+            m = nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
+        elif layer.kind in ("maxpool", "avgpool"):
+            if len(shape) != 3:
+                raise ConfigError(f"{where}: pooling needs (C, H, W) inputs, gets {shape}")
+            cls = nn.MaxPool2d if layer.kind == "maxpool" else nn.AvgPool2d
+            m = cls(a.kernel, a.stride)
+        elif layer.kind == "flatten":
+            m = nn.Flatten()
+        elif layer.kind == "dropout":
+            m = nn.Dropout(a.p)
+        else:
+            m = _activation(layer.kind, getattr(a, "slope", 0.01))
+        with torch.no_grad():
+            try:
+                y = m.eval()(torch.zeros((2, *shape)))
+            except RuntimeError as err:
+                raise ConfigError(f"{where}: does not fit inputs of shape {shape}: "
+                                  f"{str(err).splitlines()[0][:200]}") from None
+        if y.numel() == 0:
+            raise ConfigError(f"{where}: its output is empty for inputs of shape {shape}")
+        shape = tuple(y.shape[1:])
+        mods.append(m.train())
+    return nn.Sequential(*mods), shape
+
+
+def float_mlp(sizes: list[int], activation: str | tuple[str, ...], dropout: float = 0.0) -> nn.Sequential:
+    """Float FC layers ``sizes`` with an activation (one for all, or one per hidden layer)
+    between them and no activation after the last (logits)."""
+    n_hidden = len(sizes) - 2
+    acts = (activation,) * n_hidden if isinstance(activation, str) else tuple(activation)
+    if len(acts) != n_hidden:
+        raise ConfigError(f"float_head: {n_hidden} hidden layers need {n_hidden} activations, got {len(acts)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < n_hidden:
+            layers.append(_activation(acts[i]))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class _Frozen(nn.Module):
+    """A traced trunk: kept in inference mode (an exported program has no training mode)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        return y.reshape(y.shape[0], -1)
+
+    def train(self, mode: bool = True) -> _Frozen:
+        self.training = mode  # the wrapped program stays as exported
+        return self
 
 
 class ImacNet(nn.Module):
-    """Base of all registered networks (see the module docstring for the structure)."""
+    """A network built from its :class:`~imac.nn.netspec.NetworkSpec` (see the module docstring).
 
-    dataset: str = ""
-    input_shape: tuple[int, ...] = ()  # of the uint8 images this model takes
+    ``trunk``: the trunk module of an imported network (``spec.trunk == "imported"``)."""
 
-    def __init__(self, head_sizes: list[int], scales: list[float] | None,
-                 readout_temperature: float = 10.0, weight_noise: float = 0.0,
-                 noise_v: float = 0.0) -> None:
+    def __init__(self, spec: NetworkSpec, trunk: nn.Module | None = None) -> None:
         super().__init__()
-        self.head = ImacMLP(head_sizes, scales, weight_noise=weight_noise, noise_v=noise_v)
-        self.readout_temperature = float(readout_temperature)
-        self.trunk: nn.Sequential | None = None
-        self.float_head: nn.Module | None = None
+        self.spec = spec
+        self.name = spec.name
+        self.dataset = spec.dataset
+        info = data_info(spec.dataset)
+        self.info = info
+        self.input_shape = info.shape  # of the stored images this model takes
+        self.readout_temperature = float(spec.head.readout_temperature)
+        h, w = info.shape[:2]
+        pad = spec.input.pad
+        in_shape = (info.channels, h + 2 * pad, w + 2 * pad)
+        self.trunk: nn.Module | None = None
+        self.trunk_program: Any = None  # the exported program of an imported trunk (its CPU workload)
+        if spec.input.binarize_at is not None:
+            features = math.prod(info.shape)
+        elif spec.imported:
+            if trunk is None:
+                raise ConfigError(f"network {spec.name}: an imported trunk must come with its program")
+            self.trunk = _Frozen(trunk)
+            with torch.no_grad():
+                features = int(self.trunk(torch.zeros((2, *in_shape))).shape[1])
+        elif spec.trunk:
+            seq, out = build_trunk(spec.trunk, in_shape)  # type: ignore[arg-type]
+            if len(out) != 1:
+                raise ConfigError(f"network {spec.name}: the trunk ends in shape {out}, not flat features: "
+                                  "end it with flatten")
+            self.trunk, features = seq, out[0]
+        else:
+            features = math.prod(in_shape)  # no trunk: the (standardised) pixels, signed
+        sizes = [features, *spec.head.hidden, info.n_classes]
+        self.head = ImacMLP(sizes, list(spec.head.layer_scales()), weight_noise=spec.head.weight_noise,
+                            noise_v=spec.head.noise_v)
+        self.threshold = nn.BatchNorm1d(features) if spec.head.threshold == "batchnorm" else None
+        fh: FloatHeadSpec | None = spec.head.float_head
+        self.float_head = float_mlp(sizes, fh.activation, fh.dropout) if fh is not None else None
+        c = info.channels
+        self.register_buffer("mean", torch.tensor(info.mean, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
 
     # -- input -------------------------------------------------------------------------------
-    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 images as stored by :mod:`imac.nn.data` -> the float network input."""
-        raise NotImplementedError
-
-    def augment(self, x: torch.Tensor, cutout: int = 0) -> torch.Tensor:
-        """Training-time augmentation of a prepared batch (none by default); ``cutout``: side
-        in pixels of a random square set to zero (0: none), where the model supports it."""
-        return x
-
     def _check_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
         if tuple(t.shape[1:]) != self.input_shape:
-            raise ShapeError(f"{type(self).__name__} takes images of shape (N, "
-                             f"{', '.join(map(str, self.input_shape))}), got {tuple(t.shape)}")
+            raise ShapeError(f"{self.name} takes images of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(t.shape)}")
         return t.float()
+
+    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images as stored (uint8 or float) -> the float network input (N, C, H, W), or the
+        flat +-1 pixels of a network without trunk that binarizes its input."""
+        t = self._check_images(images)
+        if self.spec.input.binarize_at is not None:
+            return torch.where(t >= self.spec.input.binarize_at, 1.0, -1.0).reshape(t.shape[0], -1)
+        t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+        t = t * self.info.scale
+        pad = self.spec.input.pad
+        if pad:
+            t = nn.functional.pad(t, (pad, pad, pad, pad))
+        if self.spec.input.normalize:
+            t = (t - self.mean) / self.std
+        return t.contiguous()
+
+    def augment(self, x: torch.Tensor, cutout: int | None = None) -> torch.Tensor:
+        """Training-time augmentation of a prepared batch (see :class:`~imac.nn.netspec.AugmentSpec`)."""
+        aug = self.spec.train.augment
+        cutout = aug.cutout if cutout is None else cutout
+        if x.ndim != 4 or not (aug.crop_pad or aug.flip or cutout):
+            return x
+        n, _, h, w = x.shape
+        if aug.crop_pad:
+            p = aug.crop_pad
+            padded = nn.functional.pad(x, (p, p, p, p))
+            dx = torch.randint(0, 2 * p + 1, (n,)).tolist()
+            dy = torch.randint(0, 2 * p + 1, (n,)).tolist()
+            x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        if aug.flip:
+            flip = torch.rand(n) < 0.5
+            x = x.clone()
+            x[flip] = x[flip].flip(3)
+        if cutout > 0:
+            cy = torch.randint(0, h, (n, 1, 1))
+            cx = torch.randint(0, w, (n, 1, 1))
+            dy_ = torch.arange(h).view(1, h, 1) - cy + cutout // 2  # 0..cutout-1 inside the square
+            dx_ = torch.arange(w).view(1, 1, w) - cx + cutout // 2
+            inside = ((dy_ >= 0) & (dy_ < cutout)) & ((dx_ >= 0) & (dx_ < cutout))
+            x = x * ~inside.unsqueeze(1)
+        return x
 
     # -- forward -----------------------------------------------------------------------------
     def features(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
         """CPU-side features (float); ``trunk`` overrides the float trunk (e.g. int8)."""
         trunk = trunk if trunk is not None else self.trunk
-        return trunk(x) if trunk is not None else x
+        if trunk is None:
+            return x.reshape(x.shape[0], -1)
+        if self.spec.input.channels_last and x.ndim == 4:
+            # channels-last activations: the CPU (oneDNN) convolutions run ~1.3x faster (measured,
+            # VGG-11 at 1/4 width, 1 thread); the numbers are the same, only the layout differs
+            x = x.contiguous(memory_format=torch.channels_last)
+        return trunk(x)
 
     def binarize(self, f: torch.Tensor) -> torch.Tensor:
         """Features -> first IMAC layer inputs in {-1, +1} (straight-through)."""
-        return sign_ste(f)
+        if self.spec.input.binarize_at is not None:
+            return f  # already +-1
+        return sign_ste(self.threshold(f) if self.threshold is not None else f)
 
     def imac_input(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
         return self.binarize(self.features(x, trunk))
@@ -97,14 +308,30 @@ class ImacNet(nn.Module):
         """Training loss and the IMAC-head class scores of the batch.
 
         ``label_smoothing`` applies to the float head's cross-entropy only: the IMAC read-out
-        is already bounded (``-T * y`` with y in 0..1), so it cannot grow over-confident."""
+        is already bounded (``-T * y`` with y in 0..1), so it cannot grow over-confident.  A
+        frozen float head adds nothing."""
         f = self.features(x)
         scores = self.logits(self.head(self.binarize(f)))
         loss = nn.functional.cross_entropy(scores, y)
-        if self.float_head is not None:
-            loss = loss + nn.functional.cross_entropy(self.float_head(f), y,
-                                                      label_smoothing=label_smoothing)
+        if self.float_head is not None and "float_head" not in self.spec.train.freeze:
+            loss = loss + nn.functional.cross_entropy(self.float_head(f), y, label_smoothing=label_smoothing)
         return loss, scores
+
+    def train(self, mode: bool = True) -> ImacNet:
+        """Training mode, except for the frozen parts (their batch norms keep their statistics)."""
+        super().train(mode)
+        for part in self.spec.train.freeze:
+            sub = getattr(self, part, None)
+            if sub is not None:
+                sub.eval()
+        return self
+
+    def freeze_(self) -> None:
+        """No gradients for the parts the spec freezes."""
+        for part in self.spec.train.freeze:
+            sub = getattr(self, part, None)
+            if sub is not None:
+                sub.requires_grad_(False)
 
     @torch.no_grad()
     def predict_variants(self, x: torch.Tensor,
@@ -125,8 +352,8 @@ class ImacNet(nn.Module):
         return out
 
     def int8_trunk(self) -> Int8Trunk | None:
-        """An uncalibrated int8 copy of the trunk (None for trunk-less models)."""
-        return Int8Trunk(self.trunk) if self.trunk is not None else None
+        """An uncalibrated int8 copy of the trunk (None without a trunk of declared layers)."""
+        return Int8Trunk(self.trunk) if isinstance(self.trunk, nn.Sequential) else None
 
     # -- training hooks ----------------------------------------------------------------------
     def clip_(self) -> None:
@@ -150,275 +377,189 @@ class ImacNet(nn.Module):
         return self.head.layer_info()
 
 
-# -- MLP -----------------------------------------------------------------------------------
-class MnistMLP(ImacNet):
-    """784-...-10 binary MLP on MNIST pixels binarized to +-1 (pixel >= 128 -> +1)."""
-
-    dataset = "mnist"
-    input_shape = (28, 28)
-
-    def __init__(self, hidden: list[int] | None = None, scales: list[float] | None = None,
-                 **kw: Any) -> None:
-        hidden = [16] if hidden is None else list(hidden)
-        super().__init__([784, *hidden, 10], scales, **kw)
-
-    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = self._check_images(images)
-        return torch.where(t >= 128, 1.0, -1.0).reshape(t.shape[0], -1)
-
-    def binarize(self, f: torch.Tensor) -> torch.Tensor:
-        return f  # already +-1
-
-
-# -- LeNet-5 -------------------------------------------------------------------------------
-MNIST_MEAN = 0.1307  # pixel mean / std of the MNIST training set (pixels scaled to 0..1)
-MNIST_STD = 0.3081
-
-
-class LeNet(ImacNet):
-    """LeNet-5 (authors' variant): 32x32 input, conv 6@5x5 tanh, avgpool 2, conv 16@5x5 tanh,
-    avgpool 2, flatten 400 -> binary IMAC head 400-120-84-10; float head 400-120-84-10 (tanh)
-    as the CPU-only baseline.
-
-    ``normalize``: standardise the pixels with the MNIST training mean/std after the 2-pixel
-    zero padding (so the padding is background like the digit's own border); zero-centred
-    inputs keep the first tanh layer out of its one-sided regime.  False = pixels in 0..1
-    (the authors' input, and checkpoints written before the option existed)."""
-
-    dataset = "mnist"
-    input_shape = (28, 28)
-
-    def __init__(self, hidden: list[int] | None = None, scales: list[float] | None = None,
-                 float_head: bool = True, normalize: bool = False, **kw: Any) -> None:
-        hidden = [120, 84] if hidden is None else list(hidden)
-        super().__init__([400, *hidden, 10], scales, **kw)
-        self.normalize = bool(normalize)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Flatten(),
-        )
-        if float_head:
-            self.float_head = _float_mlp([400, *hidden, 10], nn.Tanh)
-
-    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = nn.functional.pad(self._check_images(images) / 255.0, (2, 2, 2, 2))
-        if self.normalize:
-            t = (t - MNIST_MEAN) / MNIST_STD
-        return t.unsqueeze(1)
-
-
-# -- VGG -----------------------------------------------------------------------------------
-VGG_CONFIGS: dict[str, list[int | str]] = {
-    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-              512, 512, 512, "M"],
-}
-
-
-class VGG(ImacNet):
-    """VGG-11/13/16 for 32x32 CIFAR-10 (conv3x3 + BN + ReLU, five 2x2 max pools, so the
-    trunk ends at 1x1 x C features), channels times ``width``; binary IMAC head
-    [C, *fc_hidden, 10] and a float ReLU head of the same sizes (CPU-only baseline).
-    The features pass a BatchNorm1d before sign(): post-ReLU values are >= 0, so the learnt
-    per-feature shift is the binarization threshold (a per-feature compare on the CPU)."""
-
-    dataset = "cifar10"
-    input_shape = (32, 32, 3)
-
-    def __init__(self, arch: str = "vgg11", width: float = 1.0,
-                 fc_hidden: list[int] | None = None, scales: list[float] | None = None,
-                 float_head: bool = True, dropout: float = 0.0, **kw: Any) -> None:
-        if arch not in VGG_CONFIGS:
-            raise ConfigError(f"unknown VGG arch {arch!r}; known: {', '.join(VGG_CONFIGS)}")
-        if not width > 0:
-            raise ConfigError(f"VGG width multiplier must be positive, got {width}")
-        layers: list[nn.Module] = []
-        c_in = 3
-        for v in VGG_CONFIGS[arch]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                c = max(1, round(int(v) * width))
-                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-                           nn.ReLU(inplace=True)]
-                c_in = c
-        layers.append(nn.Flatten())
-        hidden = [4096, 4096] if fc_hidden is None else list(fc_hidden)
-        super().__init__([c_in, *hidden, 10], scales, **kw)
-        self.trunk = nn.Sequential(*layers)
-        self.threshold = nn.BatchNorm1d(c_in)
-        if float_head:
-            self.float_head = _float_mlp([c_in, *hidden, 10], nn.ReLU, dropout)
-        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1))
-
-    def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = self._check_images(images).permute(0, 3, 1, 2) / 255.0
-        return (t - self.mean) / self.std
-
-    def features(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
-        # channels-last activations: the CPU (oneDNN) convolutions run ~1.3x faster (measured,
-        # VGG-11 at 1/4 width, 1 thread); the numbers are the same, only the layout differs
-        return super().features(x.contiguous(memory_format=torch.channels_last), trunk)
-
-    def augment(self, x: torch.Tensor, cutout: int = 0) -> torch.Tensor:
-        """Random 32x32 crop of the 4-pixel zero-padded image, a random horizontal flip and,
-        if ``cutout`` > 0, Cutout (DeVries & Taylor 2017, arXiv:1708.04552): a ``cutout`` x
-        ``cutout`` square at a random centre (clipped at the border) set to zero, i.e. to
-        the data mean after standardisation."""
-        n = x.shape[0]
-        padded = nn.functional.pad(x, (4, 4, 4, 4))
-        dx = torch.randint(0, 9, (n,)).tolist()
-        dy = torch.randint(0, 9, (n,)).tolist()
-        out = torch.stack([padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32] for i in range(n)])
-        flip = torch.rand(n) < 0.5
-        out[flip] = out[flip].flip(3)
-        if cutout > 0:
-            cy = torch.randint(0, 32, (n, 1, 1))
-            cx = torch.randint(0, 32, (n, 1, 1))
-            r = torch.arange(32)
-            dy_ = r.view(1, 32, 1) - cy + cutout // 2  # 0..cutout-1 inside the square
-            dx_ = r.view(1, 1, 32) - cx + cutout // 2
-            inside_y = (dy_ >= 0) & (dy_ < cutout)
-            inside_x = (dx_ >= 0) & (dx_ < cutout)
-            out = out * ~(inside_y & inside_x).unsqueeze(1)
-        return out
-
-    def binarize(self, f: torch.Tensor) -> torch.Tensor:
-        return sign_ste(self.threshold(f))
-
-
-def _float_mlp(sizes: list[int], act: Callable[[], nn.Module], dropout: float = 0.0
-               ) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
-
-
 # -- registry ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered network: how to build it and how to train it by default."""
+    """A named network: its spec, and where it was defined (a shipped file, a user's YAML, or a
+    checkpoint that carries it)."""
 
-    name: str
-    cls: type[ImacNet]
-    config: dict[str, Any]
-    description: str
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    # decoupled (AdamW) weight decay of the float weight matrices / kernels (trunk and float
-    # head); never on the binary head's shadow weights (the [-1, 1] clip regularises those),
-    # biases or batch-norm parameters
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0  # float head only (see ImacNet.loss)
-    # "cosine": per-epoch cosine decay lr -> lr/20; "onecycle": per-step linear warm-up from
-    # lr/25 over the first ``warmup`` of the run, then cosine decay to lr/1e4
-    schedule: str = "cosine"
-    warmup: float = 0.15
-    augment: bool = False
-    cutout: int = 0  # Cutout square side in pixels during training (0: none; see VGG.augment)
-    trainable_here: bool = True  # False: analytic studies only, no checkpoint expected
-    validation: int = 5000  # training images held out to pick the best epoch (0: none)
-    extra: dict[str, Any] = field(default_factory=dict)
+    spec: NetworkSpec
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
 
     @property
     def dataset(self) -> str:
-        return self.cls.dataset
+        return self.spec.dataset
 
-    def build(self, **overrides: Any) -> ImacNet:
-        return self.build_exact({**self.config, **overrides})
+    @property
+    def trainable_here(self) -> bool:
+        return self.spec.trainable
 
-    def build_exact(self, cfg: dict[str, Any]) -> ImacNet:
-        """Build from a complete config (a checkpoint's), without the registry's current
-        entries: an option added to the registry later keeps its class default for
-        checkpoints written before it existed."""
-        try:
-            return self.cls(**cfg)
-        except TypeError as err:
-            raise ConfigError(f"bad config for model {self.name}: {err}") from None
+    def build(self, changes: dict[str, Any] | None = None, trunk: nn.Module | None = None) -> ImacNet:
+        """The network, untrained; ``changes``: dotted spec changes such as ``{"head.hidden": [32]}``."""
+        spec = with_changes(self.spec, changes, f"changes to {self.name}") if changes else self.spec
+        return ImacNet(spec, trunk)
 
 
-REGISTRY: dict[str, ModelSpec] = {}
+@functools.cache
+def shipped_models() -> dict[str, ModelSpec]:
+    """The networks defined by the package's own spec files."""
+    out: dict[str, ModelSpec] = {}
+    for path in sorted(NETWORKS_DIR.glob("*.yaml")):
+        spec = load_network_spec(path)
+        if spec.name != path.stem:
+            raise ConfigError(f"{path}: the file name must be the network's name ({spec.name})")
+        out[spec.name] = ModelSpec(spec, str(path))
+    return out
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in REGISTRY:
-        raise ConfigError(f"model {spec.name!r} is already registered")
-    REGISTRY[spec.name] = spec
-    return spec
+# networks named on the command line by a path (a spec YAML or a checkpoint) in this process
+_SESSION: dict[str, ModelSpec] = {}
+_EXPLICIT_CHECKPOINTS: dict[str, Path] = {}
+
+
+def looks_like_path(arg: str) -> bool:
+    return arg.endswith((".yaml", ".yml", ".pt")) or "/" in arg
+
+
+def resolve_name(arg: str) -> str:
+    """The network name ``arg`` stands for: a name as it is; a network spec YAML or a checkpoint
+    file is read (once per process) and its network registered under its own name, the
+    checkpoint remembered as that network's (so every later look-up by name finds it)."""
+    if not isinstance(arg, str) or not looks_like_path(arg):
+        return arg
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{arg}: no such network spec or checkpoint file")
+    if path.suffix in (".yaml", ".yml"):
+        spec = load_network_spec(path)
+        _register_session(ModelSpec(spec, str(path)))
+        return spec.name
+    from imac.nn.checkpoint import load_checkpoint, network_spec_of
+
+    payload = load_checkpoint(path)
+    spec = network_spec_of(payload, path)
+    _register_session(ModelSpec(spec, str(path)))
+    _EXPLICIT_CHECKPOINTS[spec.name] = path.resolve()
+    return spec.name
+
+
+def _register_session(ms: ModelSpec) -> None:
+    known = shipped_models().get(ms.name) or _SESSION.get(ms.name)
+    if known is not None and known.spec != ms.spec:
+        raise ConfigError(f"{ms.source} defines network {ms.name!r}, already defined differently by {known.source}; "
+                          "give it another name")
+    _SESSION.setdefault(ms.name, ms)
+
+
+def explicit_checkpoint(name: str) -> Path | None:
+    """The checkpoint file a network was named by on the command line, if it was."""
+    return _EXPLICIT_CHECKPOINTS.get(name)
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The network ``name`` (or a spec / checkpoint path; see :func:`resolve_name`)."""
+    name = resolve_name(name)
+    found = shipped_models().get(name) or _SESSION.get(name)
+    if found is not None:
+        return found
+    user = _user_network(name)
+    if user is not None:
+        return user
+    known = sorted({*shipped_models(), *_SESSION, *(m.name for m in user_models())})
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(known)} (or give a network spec .yaml "
+                      "or a checkpoint .pt)")
+
+
+def _user_network(name: str) -> ModelSpec | None:
+    """A network whose checkpoint in the user cache carries its spec (trained or imported)."""
+    from imac.nn.checkpoint import NAME_SAFE, default_checkpoint_path, load_checkpoint, network_spec_of
+
+    if not NAME_SAFE.match(name):
+        return None
+    path = default_checkpoint_path(name)
+    if not path.is_file():
+        return None
     try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; known models: "
-                          f"{', '.join(sorted(REGISTRY))}") from None
+        payload = load_checkpoint(path)
+        spec = network_spec_of(payload, path)
+    except (DataError, ConfigError):
+        return None
+    if spec.name != name:
+        return None
+    return ModelSpec(spec, str(path))
 
 
-def build_model(name: str, **overrides: Any) -> ImacNet:
-    """Build the registered network ``name`` (config entries may be overridden)."""
-    return get_spec(name).build(**overrides)
+def user_models() -> list[ModelSpec]:
+    """Networks trained or imported by the user (checkpoints carrying a spec in the user cache)."""
+    from imac.nn.checkpoint import default_checkpoint_path
+
+    folder = default_checkpoint_path("x").parent
+    out = []
+    for p in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+        if p.stem in shipped_models():
+            continue
+        ms = _user_network(p.stem)
+        if ms is not None:
+            out.append(ms)
+    return out
+
+
+def build_model(name: str, changes: dict[str, Any] | None = None) -> ImacNet:
+    """Build the network ``name`` (untrained; dotted spec changes such as ``{"head.hidden": [32]}``)."""
+    ms = get_spec(name)
+    if ms.spec.imported:
+        raise ConfigError(f"{ms.name} has an imported trunk: load it from its checkpoint "
+                          "(imac.hardware.network.load_model)")
+    return ms.build(changes)
 
 
 def list_models() -> list[ModelSpec]:
-    return [REGISTRY[k] for k in sorted(REGISTRY)]
+    """The shipped networks, then the user's (sorted by name)."""
+    shipped = shipped_models()
+    return [shipped[k] for k in sorted(shipped)] + user_models()
 
 
-# Neuron scales, V per unit of u = raw sum / sqrt(fan_in).  First layers see +-1 inputs whose
-# sums correlate strongly after training (|u| of several units), so they get a gentle 0.1 V
-# (neuron swings over |u| <~ 3); deeper layers see 0..1 neuron outputs and use 0.5 V (swing
-# over |u| <~ 0.6).  Chosen by short MNIST runs: 0.17/0.5 V on the first layer saturated the
-# hidden neurons and stalled training, 0.05 V learnt slower.
-FIRST_SCALE_V = 0.1
-HIDDEN_SCALE_V = 0.5
+# -- checkpoints written before network specs ---------------------------------------------------
+# builder keyword arguments of the former model classes -> the spec fields they set
+_LEGACY_KEYS = {"hidden": "head.hidden", "fc_hidden": "head.hidden", "scales": "head.scales",
+                "normalize": "input.normalize", "readout_temperature": "head.readout_temperature",
+                "weight_noise": "head.weight_noise", "noise_v": "head.noise_v"}
 
 
-def _scales(n_layers: int) -> list[float]:
-    return [FIRST_SCALE_V] + [HIDDEN_SCALE_V] * (n_layers - 1)
+def legacy_spec(name: str, config: dict[str, Any]) -> NetworkSpec:
+    """The spec of a checkpoint written before network specs (its ``config`` held the builder's
+    keyword arguments): the shipped spec of ``name`` with those arguments applied; arguments
+    that changed the architecture otherwise (VGG arch and width) must equal the spec's."""
+    base = get_spec(name).spec
+    changes: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in _LEGACY_KEYS:
+            changes[_LEGACY_KEYS[key]] = value
+        elif key == "float_head":
+            if not value:
+                changes["head.float_head"] = None
+        elif key in ("arch", "width", "dropout"):
+            pass  # checked below by the architecture the spec builds
+        else:
+            raise DataError(f"checkpoint of {name}: unknown legacy config entry {key!r}")
+    spec = with_changes(base, changes, f"legacy config of {name}") if changes else base
+    arch = _vgg_signature(spec)
+    if "arch" in config and arch is not None and (config["arch"], float(config.get("width", 1.0))) != arch:
+        raise DataError(f"checkpoint of {name} was written for {config['arch']} x{config.get('width')}, not for "
+                        f"the shipped spec ({arch[0]} x{arch[1]}); retrain it with `imac train {name}`")
+    return spec
 
 
-register(ModelSpec(
-    "mlp-mnist", MnistMLP, {"hidden": [16], "scales": _scales(2)},
-    "784-16-10 binary IMAC MLP on binarized MNIST pixels (authors' IMAC MLP)",
-    epochs=20, batch_size=500, lr=1e-3))
-register(ModelSpec(
-    "lenet-mnist", LeNet, {"hidden": [120, 84], "scales": _scales(3), "normalize": True},
-    "LeNet-5 float conv (CPU) + binary IMAC head 400-120-84-10; float head = CPU-only",
-    # no hold-out: with the float trunk the run converges smoothly under the cosine decay, and
-    # a 5000-image validation pick (tried) chose an early epoch 0.2-0.3 points worse on test.
-    # v1 (30 epochs, raw 0..1 pixels, no regularisation) plateaued at 98.98 % float with the
-    # float head's training loss near zero: v2 standardises the input, trains the authors' 40
-    # epochs and regularises the float head (label smoothing, weight decay)
-    epochs=40, batch_size=120, lr=2e-3, validation=0, weight_decay=0.01,
-    label_smoothing=0.1))
-register(ModelSpec(
-    "vgg11-cifar10", VGG,
-    {"arch": "vgg11", "width": 0.5, "fc_hidden": [512, 512], "scales": _scales(3)},
-    "VGG-11, width multiplier 0.5 (conv 32-64-128-128-256-256-256-256, BN, 256 features) + "
-    "binary IMAC head 256-512-512-10; float head 256-512-512-10 (CPU-trainable)",
-    # sized by measured CPU throughput: ~300 train images/s on one uncontended thread (1/4
-    # width: ~1200, 3/8: ~530), ~120-250 with the cores shared.  No hold-out: the one-cycle
-    # schedule anneals to ~0, so the last epoch is taken.  Committed checkpoint (v3): 50
-    # one-cycle epochs with 8x8 Cutout and label smoothing 0.1 on the float head, 87 min of
-    # training on 2 threads: float 87.04 %, CPU-IMAC 86.86 %, int8 trunk + IMAC 86.72 % (JPEG
-    # CIFAR-10 test set).  v2 (32 epochs, no Cutout/smoothing, 108 min on shared cores): float
-    # 86.31 %; v1 (15 epochs): 84.72 %.
-    epochs=50, batch_size=128, lr=2e-3, weight_decay=0.05, schedule="onecycle", warmup=0.15,
-    augment=True, cutout=8, label_smoothing=0.1, validation=0))
-for _arch in ("vgg11", "vgg13", "vgg16"):
-    register(ModelSpec(
-        f"{_arch}-full-cifar10", VGG,
-        {"arch": _arch, "width": 1.0, "fc_hidden": [4096, 4096], "dropout": 0.5,
-         "scales": _scales(3)},
-        f"{_arch.upper()} full width + classic 4096-4096 binary IMAC head 512-4096-4096-10 "
-        "(analytic energy studies; not trained here)",
-        epochs=100, batch_size=128, lr=1e-3, augment=True, trainable_here=False))
+def _vgg_signature(spec: NetworkSpec) -> tuple[str, float] | None:
+    """(arch, width) of a VGG-style spec, from its description's convention in the shipped files."""
+    meta = {"vgg11-cifar10": ("vgg11", 0.5), "vgg11-full-cifar10": ("vgg11", 1.0),
+            "vgg13-full-cifar10": ("vgg13", 1.0), "vgg16-full-cifar10": ("vgg16", 1.0)}
+    return meta.get(spec.name)

@@ -1,4 +1,4 @@
-"""Training and evaluation of the registered networks.
+"""Training and evaluation of the networks (shipped, declared in a user's YAML, or imported).
 
 Training: Adam (AdamW: decoupled weight decay, on the float weights only, where a model asks
 for it), cosine learning-rate decay per epoch or a per-step one-cycle schedule, cross-entropy on the IMAC read-out (plus
@@ -130,19 +130,26 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
           limit_test: int | None = None, batch_size: int | None = None,
           lr: float | None = None, data_dir: str | Path | None = None, threads: int | None = 1,
           overwrite: bool = False, progress: bool = True,
-          config: dict[str, Any] | None = None, strict_data: bool = True) -> TrainResult:
-    """Train registered model ``name``; return where the checkpoint went and its metrics.
+          config: dict[str, Any] | None = None, strict_data: bool = True,
+          model: ImacNet | None = None, extra: dict[str, Any] | None = None) -> TrainResult:
+    """Train network ``name`` (a shipped or user network, or a network spec YAML path); return
+    where the checkpoint went and its metrics.
 
     ``resume``: True (continue ``out``) or a checkpoint path; the run continues up to
     ``epochs`` in total.  Without ``resume`` an existing ``out`` is refused unless
     ``overwrite``.  ``limit_train``/``limit_test`` take the first N samples (tiny CI runs).
-    ``config`` overrides builder arguments of the registered model (new runs only).
-    When the model's spec asks for a validation split (MNIST: the last 5000 training images),
-    those images are held out and the final checkpoint holds the epoch with the best
-    validation accuracy of the IMAC head (``metrics["best_epoch"]``).
+    ``config``: dotted changes to the network spec (new runs only, e.g. ``{"head.hidden": [32]}``).
+    ``model``: the starting network (an imported one, with its trunk and float head in place),
+    ``extra``: entries stored with it in the checkpoint (its ``trunk_program``, the import record).
+    When the spec asks for a validation split (e.g. the last 5000 training images), those images
+    are held out and the final checkpoint holds the epoch with the best validation accuracy of the
+    IMAC head (``metrics["best_epoch"]``).
     ``strict_data=False`` accepts data sets of non-official size (tests on synthetic files).
     """
-    spec = get_spec(name)
+    from imac.nn.netspec import with_changes
+
+    ms = get_spec(name)
+    name = ms.name
     out = Path(out) if out is not None else default_checkpoint_path(name)
     if threads:
         torch.set_num_threads(threads)
@@ -155,29 +162,38 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     else:
         check_checkpoint_target(out, overwrite)
 
-    cfg = dict(payload["config"]) if payload else {**spec.config, **(config or {})}
-    epochs = int(epochs if epochs is not None else (payload or {}).get("epochs", spec.epochs))
+    if payload:
+        model = model_from_checkpoint(payload, rpath)
+        net = model.spec
+        extra = {k: payload[k] for k in ("trunk_program", "imported") if payload.get(k) is not None}
+    else:
+        net = model.spec if model is not None else ms.spec
+        if config:
+            net = with_changes(net, config, f"changes to {name}")
+    if not net.trainable:
+        raise ConfigError(f"{name} is not trained here (trainable: false in its spec): analytic studies only")
+    ts = net.train
+    epochs = int(epochs if epochs is not None else (payload or {}).get("epochs", ts.epochs))
     seed = int(payload["seed"]) if payload else int(seed)
-    batch_size = int(batch_size or spec.batch_size)
-    lr = float(lr or spec.lr)
+    batch_size = int(batch_size or ts.batch_size)
+    lr = float(lr or ts.lr)
 
-    full_train = _load(spec.dataset, "train", data_dir, limit_train, strict_data)
-    test_set = _load(spec.dataset, "test", data_dir, limit_test, strict_data)
+    full_train = _load(net.dataset, "train", data_dir, limit_train, strict_data)
+    test_set = _load(net.dataset, "test", data_dir, limit_test, strict_data)
     # hold out the last images of the training set to pick the best epoch: binary nets jump
     # by a few points from epoch to epoch, and the test set must not choose
-    n_val = spec.validation if len(full_train) >= 4 * spec.validation else 0
+    n_val = ts.validation if len(full_train) >= 4 * ts.validation else 0
     train_set = full_train.subset(len(full_train) - n_val) if n_val else full_train
     val_set = (Dataset(full_train.name, "validation", full_train.images[-n_val:],
                        full_train.labels[-n_val:], full_train.classes, full_train.sha256)
                if n_val else None)
 
     torch.manual_seed(seed)
-    if payload:
-        model = model_from_checkpoint(payload, rpath)
-    else:
-        model = spec.build(**cfg)
+    if model is None:
+        model = ImacNet(net)
+    model.freeze_()
     # AdamW with zero decay is Adam: models without weight decay train as before
-    opt = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=lr)
+    opt = torch.optim.AdamW(param_groups(model, ts.weight_decay), lr=lr)
     if payload and payload.get("optimizer"):
         opt.load_state_dict(payload["optimizer"])
     start = int(payload["epoch"]) if payload else 0
@@ -191,13 +207,10 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     if start >= epochs:
         raise DataError(f"checkpoint already has {start} epochs; ask for more than {epochs}")
 
-    meta = {"format": FORMAT, "model": name, "config": cfg, "seed": seed, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "limit_train": limit_train, "validation": n_val,
-            "optimizer_settings": {"name": "AdamW", "weight_decay": spec.weight_decay,
-                                   "label_smoothing": spec.label_smoothing,
-                                   "schedule": spec.schedule, "warmup": spec.warmup,
-                                   "augment": spec.augment, "cutout": spec.cutout},
-            "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}}
+    meta = {"format": FORMAT, "model": name, "network": net.model_dump(mode="json"), "seed": seed,
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "limit_train": limit_train, "validation": n_val,
+            "optimizer_settings": {"name": "AdamW", **ts.model_dump(mode="json")},
+            "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}, **(extra or {})}
     labels = torch.as_tensor(train_set.labels)
     n = len(train_set)
     steps = max(1, math.ceil(n / batch_size))
@@ -212,14 +225,11 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         with _bar(n, f"{name} epoch {epoch + 1}/{epochs}", progress) as bar:
             for step, i in enumerate(range(0, n, batch_size)):
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(epoch + step / steps, epochs, lr, spec.schedule,
-                                     spec.warmup)
+                    g["lr"] = _lr_at(epoch + step / steps, epochs, lr, ts.schedule, ts.warmup)
                 idx = order[i:i + batch_size]
-                x = model.prepare(train_set.images[idx.numpy()])
-                if spec.augment:
-                    x = model.augment(x, cutout=spec.cutout)
+                x = model.augment(model.prepare(train_set.images[idx.numpy()]))
                 y = labels[idx]
-                loss, scores = model.loss(x, y, label_smoothing=spec.label_smoothing)
+                loss, scores = model.loss(x, y, label_smoothing=ts.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -274,17 +284,17 @@ def evaluate(name: str, checkpoint: str | Path | None = None, limit: int | None 
     apply, ``accuracy_int8``, ``accuracy_float``, ``accuracy_float_int8``; ``recorded`` holds
     the checkpoint's own metrics for comparison.
     """
-    spec = get_spec(name)
+    name = get_spec(name).name
     if threads:
         torch.set_num_threads(threads)
     path = find_checkpoint(name, checkpoint)
     payload = load_checkpoint(path, expected_model=name)
     model = model_from_checkpoint(payload, path)
-    test_set = _load(spec.dataset, "test", data_dir, limit, strict_data)
+    test_set = _load(model.dataset, "test", data_dir, limit, strict_data)
     cal = payload.get("int8_calibration")
     trunk = calibrated_int8_trunk(
         model, None if cal is not None or model.trunk is None
-        else _load(spec.dataset, "train", data_dir, None, strict_data), cal)
+        else _load(model.dataset, "train", data_dir, None, strict_data), cal)
     acc = accuracies(model, test_set, trunk, progress=progress)
     recorded = {k: v for k, v in payload.get("metrics", {}).items() if k.startswith("accuracy")}
     sha = payload.get("data_sha256", {}).get("test")
