@@ -208,7 +208,12 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "<checkpoi
         except Exception as err:
             raise DataError(f"{path}: cannot read the trunk program ({type(err).__name__}: "
                             f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
-        trunk = program.module()
+        from imac.nn.convert import trunk_from_program
+
+        shape = payload.get("trunk_input_shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise DataError(f"{path}: an imported network without a valid trunk input shape")
+        trunk = trunk_from_program(program, shape)
     model = ImacNet(spec, trunk)
     model.trunk_program = program
     state = {k: v for k, v in payload["state_dict"].items() if k not in ("mean", "std")}  # legacy buffers
