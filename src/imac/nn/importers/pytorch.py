@@ -157,7 +157,7 @@ def import_torchscript(path: str | Path, *, input_shape: tuple[int, ...]) -> Spl
         raise DataError(f"{p}: not a TorchScript file (torch.jit.save): {_first_line(err)}") from None
     ts.eval()
     program = torchscript_to_program(ts, shape, str(p))
-    ep = export_module(program.module(), shape, str(p))  # again: a dynamic batch and the usual op set
+    ep = export_module(unguarded_module(program), shape, str(p))  # again: a dynamic batch, the usual ops
     return split_program(ep, "torchscript", str(p))
 
 
@@ -176,12 +176,24 @@ def import_exported(path: str | Path) -> SplitNetwork:
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
         raise ConfigError(f"{p}: the program's input shape {shape} is not fixed apart from the batch")
     input_shape = tuple(int(d) for d in shape[1:])
-    module = ep.module()
+    module = unguarded_module(ep)
     try:
         again = export_module(module, input_shape, str(p))
     except ConfigError:
         again = ep  # keep the program as saved (e.g. a fixed batch size)
     return split_program(again, "torch.export", str(p))
+
+
+def unguarded_module(ep: ExportedProgram) -> Any:
+    """``ep.module()`` without the guard that pins the input shapes it was exported with (the batch
+    size): re-exporting it then gives a dynamic batch where the graph allows one."""
+    gm = ep.module()
+    guards = [n for n in gm.graph.nodes if n.op == "call_module" and str(n.target) == "_guards_fn"]
+    for node in guards:
+        gm.graph.erase_node(node)
+    if guards:
+        gm.recompile()
+    return gm
 
 
 def serialize_trunk(ep: ExportedProgram) -> bytes:

@@ -137,15 +137,23 @@ class SplitNetwork:
 
 
 class _BatchLoop:
-    """Runs a module exported for batch size 1 on each sample of a batch."""
+    """Runs a module exported for a fixed batch size on any batch, chunk by chunk (the last chunk
+    padded with zeros, its padding dropped)."""
 
-    def __init__(self, mod: Any) -> None:
-        self.mod = mod
+    def __init__(self, mod: Any, size: int) -> None:
+        self.mod, self.size = mod, size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        return torch.cat([self.mod(x[i: i + 1]) for i in range(x.shape[0])])
+        outs = []
+        for i in range(0, x.shape[0], self.size):
+            chunk = x[i: i + self.size]
+            n = chunk.shape[0]
+            if n < self.size:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.size - n, *chunk.shape[1:]))])
+            outs.append(self.mod(chunk)[:n])
+        return torch.cat(outs)
 
     def eval(self) -> _BatchLoop:
         return self
@@ -156,8 +164,8 @@ def _callable(ep: ExportedProgram) -> Any:
 
     mod = ep.module()
     sym, static = batch_symbols(ep)
-    if sym is None and static == 1:
-        return _BatchLoop(mod)
+    if sym is None and static is not None:
+        return _BatchLoop(mod, static)
     return mod
 
 
