@@ -433,3 +433,49 @@ def test_bad_binary_files_are_refused_naming_the_file(tmp_path: Path) -> None:
         read_binary_layers(tmp_path / "missing.npz")
     with pytest.raises(ShapeError):
         write_binary_layers([layers[1], layers[0]], tmp_path / "x.npz")
+
+
+class Functional(nn.Module):
+    """FC layers written as matrix products: ``h @ W + b`` and ``addmm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.w1 = nn.Parameter(torch.randn(72, 16))
+        self.b1 = nn.Parameter(torch.randn(16))
+        self.w2 = nn.Parameter(torch.randn(5, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.flatten(torch.relu(self.conv(x)), 1)
+        h = torch.nn.functional.leaky_relu(h @ self.w1 + self.b1, 0.2)
+        return torch.addmm(torch.zeros(5), h, self.w2.t())
+
+
+def test_matrix_product_heads_and_fixed_batch_programs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Functional().eval()
+    split = import_pytorch(model, input_shape=SHAPE)
+    assert split.sizes == [72, 16, 5] and [fc.activation for fc in split.head] == ["leaky_relu", None]
+    np.testing.assert_allclose(split.head[0].weight, model.w1.detach().double().numpy().T, atol=1e-7)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(split.float_forward(x), model(x))
+
+    class FixedBatch(nn.Module):  # its code pins the batch size to 3
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(72, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).view(3, -1))
+
+    fixed = FixedBatch().eval()
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(fixed, (torch.randn(3, *SHAPE),)), str(path))
+    split = import_exported(path)
+    x = torch.randn(6, *SHAPE)
+    with torch.no_grad():
+        want = torch.cat([fixed(x[:3]), fixed(x[3:])])
+    torch.testing.assert_close(split.float_forward(x), want)  # run 3 by 3
+    assert sum(lw.macs for lw in trunk_workload(split, 6)) == 2 * sum(lw.macs for lw in trunk_workload(split, 3))

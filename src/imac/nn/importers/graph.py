@@ -31,6 +31,8 @@ SOFTMAX = ("softmax", "_softmax", "log_softmax", "_log_softmax")
 VIEWS = ("view", "_unsafe_view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "dropout",
          "feature_dropout", "alpha_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
          "_to_copy", "to", "type_as")
+# ops that make a constant tensor from nothing (folded into constants)
+FACTORIES = ("zeros", "ones", "full", "arange", "scalar_tensor", "tensor", "eye", "linspace")
 # nodes that read a tensor's metadata only: they do not count as users of a value
 META_OPS = ("sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "_assert_tensor_metadata",
             "_assert_scalar", "sym_constrain_range_for_size", "_assert_async", "_guards_fn")
@@ -147,8 +149,8 @@ class Constants:
         import torch
 
         inputs = [a for a in (*node.args, *node.kwargs.values()) if hasattr(a, "op")]
-        if not inputs:
-            return None  # a factory op (zeros, arange): not worth folding
+        if not inputs and op_name(node) not in FACTORIES:
+            return None  # random or unknown factories are not constants
         resolved = {}
         for a in inputs:
             t = self.get(a)

@@ -366,10 +366,17 @@ def split_program(ep: ExportedProgram, source: str, what: str = "network") -> Sp
         trunk_out = x
         break
     if not chain:
-        any_fc = any(_match_fc(n, consts) is not None for n in graph.nodes)
+        any_fc = any(is_call(n) and op_name(n) in ("linear", "addmm", "mm", "matmul") for n in graph.nodes)
         if not any_fc:
             raise ConfigError(f"{what}: the network has no fully-connected layer (it ends with {_describe_end(end)})"
                               ": IMAC runs the trailing chain of Linear layers")
+        last = end
+        while is_view(last):
+            last = last.args[0]
+        if is_call(last) and op_name(last) in ("linear", "addmm", "mm", "matmul"):
+            raise ConfigError(f"{what}: the network ends with {layer_name(last)}, a matrix product whose weights "
+                              "are not fixed parameters or whose input is not one (N, F) matrix per batch: IMAC "
+                              "runs a trailing chain of Linear layers with fixed weights on flattened features")
         raise ConfigError(f"{what}: the network ends with {_describe_end(end)}, not a fully-connected layer: "
                           "IMAC runs the trailing chain of Linear layers")
     chain.reverse()
