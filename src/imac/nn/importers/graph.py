@@ -148,7 +148,7 @@ class Constants:
     def _fold(self, node: Node) -> torch.Tensor | None:
         import torch
 
-        inputs = [a for a in (*node.args, *node.kwargs.values()) if hasattr(a, "op")]
+        inputs: list[Any] = [a for a in (*node.args, *node.kwargs.values()) if hasattr(a, "op")]
         if not inputs and op_name(node) not in FACTORIES:
             return None  # random or unknown factories are not constants
         resolved = {}
@@ -214,7 +214,7 @@ def concrete(shape: tuple[Any, ...], batch_sym: Any, batch: int) -> tuple[int, .
             out.append(int(d))
             continue
         expr = d.node.expr
-        free = getattr(expr, "free_symbols", set())
+        free: set[Any] = getattr(expr, "free_symbols", set())
         if batch_sym is None or any(s != batch_sym for s in free):
             raise ConfigError(f"a tensor of the network has a data-dependent shape {shape}: only the batch "
                               "dimension may vary")

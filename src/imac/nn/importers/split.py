@@ -394,7 +394,7 @@ def split_program(ep: ExportedProgram, source: str, what: str = "network") -> Sp
         if prev.fan_out != nxt.fan_in:  # cannot happen for a graph that ran, but a clear error if it does
             raise ConfigError(f"{what}: {prev.name} has {prev.fan_out} outputs but {nxt.name} takes {nxt.fan_in}")
     assert trunk_out is not None
-    base = trunk_out
+    base: Any = trunk_out
     while is_view(base):
         base = base.args[0]
     trunk_shape = shape_of(trunk_out)
