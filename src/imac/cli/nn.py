@@ -124,9 +124,9 @@ def import_cmd(
     input_shape: Annotated[str | None, typer.Option(
         help="One sample's input shape, e.g. 1,8,8 (default: from the data).")] = None,
     epochs: Annotated[int | None, typer.Option(min=0,
-        help="Fine-tuning epochs of the binary head (default 5; binary weights: 0 = as given).")] = None,
-    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Fine-tuning learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Fine-tuning batch size.")] = 128,
+        help="Fine-tuning epochs of the binary head (default 20; binary weights: 0 = as given).")] = None,
+    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Fine-tuning learning rate.")] = 5e-3,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Fine-tuning batch size.")] = 64,
     finetune_trunk: Annotated[bool, typer.Option(help="Fine-tune the trunk with the head (default: frozen).")]
     = False,
     binarize_at: Annotated[float | None, typer.Option(

@@ -31,7 +31,7 @@ from imac.nn.netspec import ACTIVATIONS, network_from_dict
 from imac.nn.train import TrainResult, train
 
 FLOAT_HEAD_TOLERANCE = 1e-4  # largest |logit| difference for the rebuilt float head to stand for the user's
-DEFAULT_EPOCHS = 5
+DEFAULT_EPOCHS = 20
 
 
 @dataclass
@@ -89,8 +89,12 @@ def _spec_data(name: str, dataset: str, sizes: list[int], imported_trunk: bool, 
 
 @torch.no_grad()
 def _start_head_from(model: ImacNet, weights: list[np.ndarray], biases: list[np.ndarray | None]) -> None:
-    """Shadow weights with the float weights' signs and BinaryConnect's small starting magnitude."""
-    for lin, w, b in zip(model.head.linears, weights, biases, strict=True):
+    """Shadow weights with the float weights' signs and BinaryConnect's small starting magnitude.
+    The IMAC neuron falls with its input (its output is ~ 1 - sigmoid), so a hidden layer's output
+    is the float activation's mirror image: the layers after the first start from -W to undo it."""
+    for i, (lin, w, b) in enumerate(zip(model.head.linears, weights, biases, strict=True)):
+        if i > 0:
+            w = -w
         bound = 1.0 / np.sqrt(lin.in_features)
         scale = bound / (2.0 * float(np.std(w)) + 1e-12)
         lin.weight.copy_(torch.as_tensor(np.clip(w * scale, -1, 1), dtype=torch.float32))
@@ -115,7 +119,7 @@ def _load_float_head(model: ImacNet, split: Any) -> None:
 
 def import_network(source: str | Path, *, name: str, data: str | Path, input_shape: tuple[int, ...] | None = None,
                    state_dict: str | Path | None = None, class_name: str | None = None,
-                   epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128,
+                   epochs: int | None = None, lr: float = 5e-3, batch_size: int = 64,
                    finetune_trunk: bool = False, binarize_at: float | None = None, seed: int = 0,
                    out: str | Path | None = None, overwrite: bool = False, limit_train: int | None = None,
                    limit_test: int | None = None, threads: int | None = 1, progress: bool = True) -> TrainResult:

@@ -179,6 +179,7 @@ def model_workload(model: Any, batch: int = 1, fc: Literal["float", "binary", "n
 
 def _trace(model: Any, batch: int, fc: str, name: str) -> Workload:
     import numpy as np
+    import torch
 
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
@@ -192,13 +193,24 @@ def _trace(model: Any, batch: int, fc: str, name: str) -> Workload:
         x = model.prepare(np.zeros((batch, *input_shape), dtype=np.uint8))
     else:
         raise ConfigError(f"model {name} has no input_shape to build a dummy input from")
-    if trunk is not None:
+    program = getattr(model, "trunk_program", None)
+    if program is not None:  # an imported trunk: counted on its traced graph
+        from imac.system.cpu.graph_workload import graph_workload
+
+        layers += graph_workload(program, batch, "trunk")
+        with torch.no_grad():
+            x = model.features(x)
+    elif trunk is not None:
         trunk_layers, x = _walk(trunk, x, "trunk")
         layers += trunk_layers
     if fc == "float":
         head = getattr(model, "float_head", None)
         if head is not None:
             layers += _walk(head, x.reshape(batch, -1), "float_head")[0]
+        elif program is not None:  # the user's float head could not be rebuilt exactly: same sizes, ReLU
+            layers += [LayerWork(f"float_head.{lw.name}", *list(lw.__dict__.values())[1:])
+                       for lw in mlp_workload(model.fc_layer_sizes(), batch, "ReLU").layers
+                       if not (lw.kind == "act" and lw.name == f"fc{len(model.fc_layer_sizes()) - 2}.act")]
     elif fc == "binary":
         sizes = model.fc_layer_sizes()
         layers += [LayerWork(f"head.{lw.name}", lw.kind, lw.macs, lw.ops, lw.weights, lw.biases, lw.in_elems,
