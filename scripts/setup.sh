@@ -24,6 +24,9 @@ if ! $PY -c "import imac, pytest, hypothesis" >/dev/null 2>&1 || [ pyproject.tom
   pin=$(mktemp); trap 'rm -f "$pin"' EXIT
   echo "torch==$($PY -c 'import torch; print(torch.__version__)')" > "$pin"
   $PY -m pip install -q -c "$pin" -e ".[dev]"
+  # the ONNX route's converter, without torchvision (its CUDA wheel would replace the CPU torch;
+  # onnx2torch needs it only for NMS/RoIAlign, see docs/import.md)
+  $PY -m pip install -q -c "$pin" --no-deps "onnx2torch>=1.5"
   touch .setup-stamp
 fi
 

@@ -1,0 +1,246 @@
+"""Bring your own network: import, convert to an IMAC head, fine-tune, and every command afterwards.
+
+A user's CNN defined here (not in imac's specs) on scikit-learn's digits; declarative networks
+trained from YAML; binary weights from CSV; the errors a careless user meets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import imac.cli
+from imac.errors import ConfigError
+
+
+class UserDigitsNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.fc1 = nn.Linear(128, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.body(x))))
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        imac.cli.main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """scikit-learn's digits as a user's npy data set, and a float CNN trained on it in plain torch."""
+    sk = pytest.importorskip("sklearn.datasets")
+    from imac.nn.userdata import holdout_indices
+
+    d = tmp_path_factory.mktemp("digits")
+    data = sk.load_digits()
+    images, labels = data.images.astype(np.float32), data.target.astype(np.int64)
+    np.save(d / "x.npy", images)
+    np.save(d / "y.npy", labels)
+    (d / "digits.yaml").write_text("name: digits\nformat: npy\ntrain: {images: x.npy, labels: y.npy}\n"
+                                   "split: {test_fraction: 0.2, seed: 0}\ninput_shape: [8, 8]\nscale: 0.0625\n")
+    tr, te = holdout_indices(labels, 0.2, 0)
+    x, y = torch.from_numpy(images / 16).unsqueeze(1), torch.from_numpy(labels)
+    torch.manual_seed(0)
+    net = UserDigitsNet()
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(8):
+        for i in range(0, len(tr), 64):
+            b = torch.from_numpy(tr[i:i + 64])
+            loss = nn.functional.cross_entropy(net(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = float((net(x[te]).argmax(1) == y[te]).float().mean())
+    (d / "net.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class UserDigitsNet(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())\n"
+        "        self.fc1 = nn.Linear(128, 32)\n"
+        "        self.fc2 = nn.Linear(32, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc2(torch.relu(self.fc1(self.body(x))))\n")
+    torch.save(net.state_dict(), d / "state.pt")
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), d / "net.ts")
+    (d / "float_accuracy.txt").write_text(str(acc))
+    return {"dir": d, "data": d / "digits.yaml", "py": d / "net.py", "state": d / "state.pt", "ts": d / "net.ts"}
+
+
+@pytest.fixture(scope="module")
+def imported(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from imac.nn.convert import import_network
+
+    out = tmp_path_factory.mktemp("imported") / "digits-net.pt"
+    import_network(digits["py"], name="digits-net", data=digits["data"], state_dict=digits["state"], epochs=12,
+                   out=out, progress=False)
+    return out
+
+
+def test_import_converts_and_keeps_the_float_network(digits: dict[str, Path], imported: Path) -> None:
+    from imac.hardware.network import load_model
+    from imac.nn.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(imported)
+    m = payload["metrics"]
+    # the user's float head, frozen beside the IMAC head, is the float network itself
+    assert m["accuracy_float"] == pytest.approx(float((digits["dir"] / "float_accuracy.txt").read_text()), abs=1e-6)
+    assert m["accuracy"] > 0.85  # the binary IMAC head after fine-tuning (software)
+    assert payload["imported"]["kind"] == "pytorch" and payload["imported"]["float_head_exact"]
+    assert payload["network"]["trunk"] == "imported"
+    model, _, _ = load_model(str(imported))
+    assert model.fc_layer_sizes() == [128, 32, 10]
+    # the frozen trunk is the user's: same features as their network's body
+    net = UserDigitsNet()
+    net.load_state_dict(torch.load(digits["state"], weights_only=True))
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(model.features(x), net.body(x), atol=1e-5, rtol=1e-5)
+
+
+def test_torchscript_import_gives_the_same_head(digits: dict[str, Path], tmp_path: Path) -> None:
+    from imac.nn.importers import import_network as split_network
+
+    a = split_network(digits["py"], state_dict=digits["state"], input_shape=(1, 8, 8))
+    b = split_network(digits["ts"], input_shape=(1, 8, 8))
+    assert a.sizes == b.sizes == [128, 32, 10]
+    for fa, fb in zip(a.head, b.head, strict=True):
+        np.testing.assert_allclose(fa.weight, fb.weight, atol=1e-6)
+
+
+def test_commands_take_the_imported_network(imported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "simulate", str(imported), "--fidelity", "circuit", "--json")
+    assert code == 0, err
+    sim = json.loads(out)
+    assert sim["accuracy"] > 0.6 and sim["n_subarrays"] > 0
+    code, out, err = _cli(capsys, "cpu-imac", str(imported), "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    # the CPU-only network is the user's float network; its trunk workload came from the traced graph
+    assert res["accuracy_cpu_only"] == pytest.approx(json.loads((imported.with_suffix(".json")).read_text())
+                                                     ["metrics"]["accuracy_float"], abs=1e-9)
+    assert res["energy_cpu_only_j"] > res["energy_cpu_imac_j"] > 0
+    code, out, err = _cli(capsys, "evaluate", str(imported), "--json")
+    assert code == 0, err
+    assert json.loads(out)["fc_layer_sizes"] == [128, 32, 10]
+
+
+def test_imported_workload_is_the_traced_trunk(imported: Path) -> None:
+    from imac.hardware.network import load_model
+    from imac.system.cpu.workload import model_workload
+
+    model, _, _ = load_model(str(imported))
+    w = model_workload(model, batch=1, fc="none")
+    conv = [lw for lw in w.layers if lw.kind == "conv"]
+    assert len(conv) == 1 and conv[0].macs == 8 * 8 * 8 * 9  # 8 channels x 8x8 outputs x 3x3 kernel
+    full = model_workload(model, batch=1, fc="float")
+    assert sum(lw.macs for lw in full.layers if lw.kind == "fc") == 128 * 32 + 32 * 10
+
+
+def test_declared_network_trains_from_yaml(mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path / "cache"))
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("name: tiny-yaml-net\ndataset: mnist\ninput: {normalize: true}\n"
+                    "trunk: [{conv: {out: 2, kernel: 5}}, relu, {maxpool: 4}, flatten]\n"
+                    "head: {hidden: [8], threshold: batchnorm, float_head: {activation: relu}}\n"
+                    "train: {epochs: 1, batch_size: 20}\n")
+    code, out, err = _cli(capsys, "train", str(spec), "--data-dir", str(mnist_dir), "--limit-train", "200",
+                          "--limit-test", "100")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["model"] == "tiny-yaml-net" and Path(res["checkpoint"]).parent == tmp_path / "cache" / "checkpoints"
+    from imac.nn.models import list_models
+
+    assert "tiny-yaml-net" in [m.name for m in list_models()]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("name: x\ndataset: mnist\ntrunk: [convv]\n", "unknown layer kind 'convv'"),
+    ("name: x\ndataset: mnist\ntrunk: [{conv: {out: 4, kernel: 40}}, flatten]\n", "trunk[0] (conv)"),
+    ("name: x\ndataset: mnist\ntrunk: [{conv: 4}]\n", "end it with flatten"),
+    ("name: X Y\ndataset: mnist\n", "name"),
+    ("name: x\ndataset: imagenet\n", "dataset"),
+    ("name: x\ndataset: mnist\nhead: {hidden: [8], scales: [0.1]}\n", "2 layers need 2 scales"),
+    ("name: x\ndataset: mnist\nhead: {hidden: [8]}\nbogus: 1\n", "bogus"),
+    ("name: x\ndataset: mnist\ninput: {binarize_at: 128}\ntrunk: [flatten]\n", "cannot have a trunk"),
+])
+def test_bad_network_specs(tmp_path: Path, body: str, message: str) -> None:
+    from imac.nn.models import ImacNet
+    from imac.nn.netspec import load_network_spec
+
+    p = tmp_path / "net.yaml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        ImacNet(load_network_spec(p))
+    assert "\n" not in str(info.value)
+
+
+def test_import_refusals(digits: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ends_conv = tmp_path / "convnet.py"
+    ends_conv.write_text("from torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                         "        super().__init__()\n        self.a = nn.Linear(64, 64)\n"
+                         "        self.last_conv = nn.Conv2d(1, 10, 8)\n"
+                         "    def forward(self, x):\n        return self.last_conv(self.a(x.flatten(1)).view(-1, 1, 8, 8))"
+                         ".flatten(1)\n")
+    code, _, err = _cli(capsys, "import", str(ends_conv), "--name", "bad", "--data", str(digits["data"]),
+                        "--out", str(tmp_path / "bad.pt"))
+    assert code == 2 and "last_conv" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.pt").exists()
+    # a network with another number of classes than the data
+    eleven = tmp_path / "eleven.py"
+    eleven.write_text("from torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                      "        self.f = nn.Flatten()\n        self.l = nn.Linear(64, 11)\n"
+                      "    def forward(self, x):\n        return self.l(self.f(x))\n")
+    code, _, err = _cli(capsys, "import", str(eleven), "--name", "eleven", "--data", str(digits["data"]),
+                        "--out", str(tmp_path / "e.pt"))
+    assert code == 2 and "11 outputs" in err
+    code, _, err = _cli(capsys, "import", str(tmp_path / "missing.py"), "--name", "m", "--data", str(digits["data"]))
+    assert code == 2 and "missing.py" in err
+    code, _, err = _cli(capsys, "import", str(digits["py"]), "--name", "Bad Name", "--data", str(digits["data"]),
+                        "--state-dict", str(digits["state"]), "--out", str(tmp_path / "n.pt"))
+    assert code == 2 and "name" in err
+
+
+def test_binary_csv_head_from_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The authors' 400-120-84-10 head as binary CSV matrices, on a user's 20x20 images: imported
+    as given, it maps to 67 subarrays of 32x32, and simulates."""
+    from imac.config import ImacSpec
+    from imac.hardware.engine import build_head
+    from imac.hardware.network import load_model
+    from imac.nn.importers import BinaryWeights, write_binary_layers
+
+    rng = np.random.default_rng(0)
+    sizes = [400, 120, 84, 10]
+    layers = [BinaryWeights(rng.choice([-1.0, 1.0], (b, a)), rng.choice([-1.0, 1.0], b), f"layer{i}")
+              for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False))]
+    write_binary_layers(layers, tmp_path / "csv", fmt="csv")
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (200, 20, 20)).astype(np.uint8))
+    np.save(tmp_path / "y.npy", np.arange(200) % 10)
+    (tmp_path / "data.yaml").write_text("name: noise\nformat: npy\ntrain: {images: x.npy, labels: y.npy}\n"
+                                        "split: {test_fraction: 0.25, seed: 0}\ninput_shape: [20, 20]\n")
+    code, out, err = _cli(capsys, "import", str(tmp_path / "csv"), "--name", "authors-head", "--data",
+                          str(tmp_path / "data.yaml"), "--binarize-at", "128", "--out", str(tmp_path / "h.pt"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["epochs"] == 0
+    model, _, _ = load_model(str(tmp_path / "h.pt"))
+    for lin, lay in zip(model.head.linears, layers, strict=True):  # the weights exactly as given
+        np.testing.assert_array_equal(lin.binary_weight().detach().numpy(), lay.weight)
+    head = build_head(model, ImacSpec(), "behavioral")
+    assert head.netmap.n_subarrays == 67
