@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-
 from digits_net import DigitsNet
+from sklearn.datasets import load_digits
 
 TEST_FRACTION = 0.2
 SEED = 0
@@ -50,7 +49,7 @@ def main(out: Path) -> None:
     net = DigitsNet()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     t0 = time.perf_counter()
-    for epoch in range(30):
+    for _epoch in range(30):
         net.train()
         perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx))]
         for i in range(0, len(perm), 64):

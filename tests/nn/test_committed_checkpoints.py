@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import real_data_dir
-from imac.nn.checkpoint import load_checkpoint
-from imac.nn.checkpoint import shipped_dir
+from imac.nn.checkpoint import load_checkpoint, shipped_dir
 from imac.nn.data import CIFAR10_JPEG_TAR
 from imac.nn.models import get_spec
 from imac.nn.train import evaluate

@@ -6,6 +6,7 @@ trained from YAML; binary weights from CSV; the errors a careless user meets.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -194,7 +195,8 @@ def test_bad_network_specs(tmp_path: Path, body: str, message: str) -> None:
 
 def test_import_refusals(digits: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ends_conv = tmp_path / "convnet.py"
-    ends_conv.write_text("from torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+    ends_conv.write_text("from torch import nn\n\nclass Net(nn.Module):\n"
+                         "    def __init__(self):\n"
                          "        super().__init__()\n        self.a = nn.Linear(64, 64)\n"
                          "        self.last_conv = nn.Conv2d(1, 10, 8)\n"
                          "    def forward(self, x):\n        return self.last_conv(self.a(x.flatten(1)).view(-1, 1, 8, 8))"
@@ -205,7 +207,8 @@ def test_import_refusals(digits: dict[str, Path], tmp_path: Path, capsys: pytest
     assert not (tmp_path / "bad.pt").exists()
     # a network with another number of classes than the data
     eleven = tmp_path / "eleven.py"
-    eleven.write_text("from torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    eleven.write_text("from torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                      "        super().__init__()\n"
                       "        self.f = nn.Flatten()\n        self.l = nn.Linear(64, 11)\n"
                       "    def forward(self, x):\n        return self.l(self.f(x))\n")
     code, _, err = _cli(capsys, "import", str(eleven), "--name", "eleven", "--data", str(digits["data"]),
@@ -229,14 +232,15 @@ def test_binary_csv_head_from_elsewhere(tmp_path: Path, capsys: pytest.CaptureFi
     rng = np.random.default_rng(0)
     sizes = [400, 120, 84, 10]
     layers = [BinaryWeights(rng.choice([-1.0, 1.0], (b, a)), rng.choice([-1.0, 1.0], b), f"layer{i}")
-              for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False))]
+              for i, (a, b) in enumerate(itertools.pairwise(sizes))]
     write_binary_layers(layers, tmp_path / "csv", fmt="csv")
     np.save(tmp_path / "x.npy", rng.integers(0, 256, (200, 20, 20)).astype(np.uint8))
     np.save(tmp_path / "y.npy", np.arange(200) % 10)
     (tmp_path / "data.yaml").write_text("name: noise\nformat: npy\ntrain: {images: x.npy, labels: y.npy}\n"
                                         "split: {test_fraction: 0.25, seed: 0}\ninput_shape: [20, 20]\n")
     code, out, err = _cli(capsys, "import", str(tmp_path / "csv"), "--name", "authors-head", "--data",
-                          str(tmp_path / "data.yaml"), "--binarize-at", "128", "--out", str(tmp_path / "h.pt"), "--json")
+                          str(tmp_path / "data.yaml"), "--binarize-at", "128", "--out", str(tmp_path / "h.pt"),
+                          "--json")
     assert code == 0, err
     assert json.loads(out)["epochs"] == 0
     model, _, _ = load_model(str(tmp_path / "h.pt"))
