@@ -199,8 +199,8 @@ def test_import_refusals(digits: dict[str, Path], tmp_path: Path, capsys: pytest
                          "    def __init__(self):\n"
                          "        super().__init__()\n        self.a = nn.Linear(64, 64)\n"
                          "        self.last_conv = nn.Conv2d(1, 10, 8)\n"
-                         "    def forward(self, x):\n        return self.last_conv(self.a(x.flatten(1)).view(-1, 1, 8, 8))"
-                         ".flatten(1)\n")
+                         "    def forward(self, x):\n"
+                         "        return self.last_conv(self.a(x.flatten(1)).view(-1, 1, 8, 8)).flatten(1)\n")
     code, _, err = _cli(capsys, "import", str(ends_conv), "--name", "bad", "--data", str(digits["data"]),
                         "--out", str(tmp_path / "bad.pt"))
     assert code == 2 and "last_conv" in err and len(err.strip().splitlines()) == 1
