@@ -248,3 +248,30 @@ def test_binary_csv_head_from_elsewhere(tmp_path: Path, capsys: pytest.CaptureFi
         np.testing.assert_array_equal(lin.binary_weight().detach().numpy(), lay.weight)
     head = build_head(model, ImacSpec(), "behavioral")
     assert head.netmap.n_subarrays == 67
+
+
+def test_onnx_file_imports_through_the_cli(digits: dict[str, Path], imported: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The same user network as an ONNX file: imported by `imac import`, the same float network."""
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("onnx2torch not installed (the onnx extra)")
+    net = UserDigitsNet()
+    net.load_state_dict(torch.load(digits["state"], weights_only=True))
+    net.eval()
+    path = tmp_path / "net.onnx"
+    try:
+        torch.onnx.export(net, (torch.randn(2, 1, 8, 8),), str(path), dynamo=True,
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    except Exception:  # no onnxscript: the TorchScript-based exporter
+        torch.onnx.export(net, (torch.randn(2, 1, 8, 8),), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    capsys.readouterr()  # the exporter's own messages
+    code, out, err = _cli(capsys, "import", str(path), "--name", "digits-onnx", "--data", str(digits["data"]),
+                          "--epochs", "1", "--out", str(tmp_path / "o.pt"), "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    pt = json.loads(imported.with_suffix(".json").read_text())["metrics"]
+    assert res["accuracy_float"] == pytest.approx(pt["accuracy_float"], abs=1e-9)

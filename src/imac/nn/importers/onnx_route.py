@@ -3,6 +3,10 @@ GraphModule, which then goes the PyTorch way (torch.export, split)."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +17,47 @@ EXTRA_HINT = "pip install imac[onnx]"
 
 
 def _modules() -> tuple[Any, Any]:
-    """(onnx, onnx2torch), or a ConfigError saying how to install them."""
+    """(onnx, onnx2torch), or a ConfigError saying how to install them.
+
+    onnx2torch imports torchvision at import time, for its NMS and RoIAlign converters only.
+    PyPI's torchvision is built against the CUDA torch and cannot load beside a CPU-only torch
+    (and installing a matching one may replace the CPU torch), so when torchvision itself cannot
+    be imported, onnx2torch is imported with an empty stand-in for it: every other operator
+    converts as usual, and a network that uses NMS or RoIAlign is refused (:func:`_convert`)."""
     try:
         import onnx
+    except ImportError as err:
+        raise ConfigError(f"importing ONNX networks needs the optional extra: {EXTRA_HINT} "
+                          f"({_first_line(err)})") from None
+    if "onnx2torch" not in sys.modules and importlib.util.find_spec("onnx2torch") is not None:
+        try:
+            import torchvision  # noqa: F401
+        except Exception:  # missing, or a CUDA build beside a CPU torch
+            _import_onnx2torch_without_torchvision()
+    try:
         import onnx2torch
-    except Exception as err:  # ImportError, or a broken dependency (torchvision) failing on import
+    except Exception as err:
         raise ConfigError(f"importing ONNX networks needs the optional extra: {EXTRA_HINT} "
                           f"({_first_line(err)})") from None
     return onnx, onnx2torch
+
+
+def _import_onnx2torch_without_torchvision() -> None:
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
+    tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+    tv.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+    ops.__spec__ = importlib.machinery.ModuleSpec("torchvision.ops", None)
+    ops.roi_align = ops.nms = ops.box_convert = None  # type: ignore[attr-defined]
+    tv.ops = ops  # type: ignore[attr-defined]
+    sys.modules.update({"torchvision": tv, "torchvision.ops": ops})
+    try:
+        import onnx2torch  # noqa: F401
+    except Exception:
+        pass  # reported by the caller's own import
+    finally:
+        for k in ("torchvision", "torchvision.ops"):
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
 
 
 def onnx_input_shape(model: Any, what: str) -> tuple[int, ...]:
@@ -55,6 +92,7 @@ def import_onnx(path: str | Path) -> SplitNetwork:
     return split_program(ep, "onnx", str(p))
 
 
+DETECTION_OPS = {"NonMaxSuppression", "RoiAlign"}  # the ops onnx2torch converts with torchvision
 # the newest default-domain opset onnx2torch 1.5 converts every common op of (torch.onnx.export writes 18+)
 ONNX2TORCH_OPSET = 17
 
@@ -84,6 +122,10 @@ def _drop_needless_allowzero(onnx: Any, model: Any) -> None:
 def _convert(onnx: Any, onnx2torch: Any, model: Any, what: str) -> Any:
     """onnx2torch.convert, after making torch.onnx's newer files readable by it (an opset it knows,
     no needless ``allowzero``)."""
+    detection = sorted({n.op_type for n in model.graph.node} & DETECTION_OPS)
+    if detection:
+        raise ConfigError(f"{what}: the network uses {', '.join(detection)} (detection operators): imac imports "
+                          "classifiers whose last layers are fully connected")
     _drop_needless_allowzero(onnx, model)
     try:
         return onnx2torch.convert(model)
