@@ -105,6 +105,7 @@ def test_import_converts_and_keeps_the_float_network(digits: dict[str, Path], im
     assert m["accuracy_float"] == pytest.approx(float((digits["dir"] / "float_accuracy.txt").read_text()), abs=1e-6)
     assert m["accuracy"] > 0.85  # the binary IMAC head after fine-tuning (software)
     assert payload["imported"]["kind"] == "pytorch" and payload["imported"]["float_head_exact"]
+    assert payload["imported"]["float_accuracy"] == pytest.approx(m["accuracy_float"], abs=1e-6)
     assert payload["network"]["trunk"] == "imported"
     model, _, _ = load_model(str(imported))
     assert model.fc_layer_sizes() == [128, 32, 10]
@@ -275,3 +276,42 @@ def test_onnx_file_imports_through_the_cli(digits: dict[str, Path], imported: Pa
     res = json.loads(out)
     pt = json.loads(imported.with_suffix(".json").read_text())["metrics"]
     assert res["accuracy_float"] == pytest.approx(pt["accuracy_float"], abs=1e-9)
+
+
+def test_finetuned_trunk_is_saved_and_reloaded(digits: dict[str, Path], tmp_path: Path) -> None:
+    """--finetune-trunk trains the traced trunk with the head; the checkpoint holds the tuned
+    trunk, and the float network's accuracy as imported stays on record."""
+    from imac.hardware.network import load_model
+    from imac.nn.checkpoint import load_checkpoint
+    from imac.nn.convert import import_network
+
+    out = tmp_path / "tuned.pt"
+    import_network(digits["py"], name="digits-tuned", data=digits["data"], state_dict=digits["state"], epochs=2,
+                   finetune_trunk=True, out=out, progress=False)
+    model, _, _ = load_model(str(out))
+    net = UserDigitsNet()
+    net.load_state_dict(torch.load(digits["state"], weights_only=True))
+    x = torch.rand(5, 1, 8, 8)
+    assert (model.features(x) - net.body(x)).abs().max() > 1e-3  # the trunk moved
+    rec = load_checkpoint(out)["imported"]
+    assert rec["float_accuracy"] == pytest.approx(float((digits["dir"] / "float_accuracy.txt").read_text()),
+                                                  abs=1e-6)
+
+
+def test_calibrate_and_export_take_the_imported_network(imported: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    ckpt = tmp_path / "net.pt"
+    shutil.copy(imported, ckpt)
+    shutil.copy(imported.with_suffix(".json"), ckpt.with_suffix(".json"))
+    code, _, err = _cli(capsys, "calibrate", str(ckpt), "--rows", "32", "--epochs", "1", "--circuit-epochs", "0",
+                        "--limit", "300")
+    assert code == 0, err
+    assert (tmp_path / "calibrated" / "net.imac-difference-32.pt").is_file()
+    code, out, err = _cli(capsys, "simulate", str(ckpt), "--fidelity", "behavioral", "--calibrated", "--json")
+    assert code == 0, err
+    assert json.loads(out)["calibration"] is not None
+    code, _, err = _cli(capsys, "export", str(ckpt), "--spice", str(tmp_path / "spice"))
+    assert code == 0, err
+    assert (tmp_path / "spice" / "network.cir").is_file()

@@ -149,7 +149,12 @@ def import_cmd(
                          class_name=class_name, epochs=epochs, lr=lr, batch_size=batch_size,
                          finetune_trunk=finetune_trunk, binarize_at=binarize_at, seed=seed, out=out,
                          overwrite=overwrite, limit_train=limit_train, limit_test=limit_test, threads=threads)
+    from imac.nn.checkpoint import load_checkpoint
+
     summary = {k: v for k, v in res.metrics.items() if k.startswith("accuracy")}
+    as_imported = (load_checkpoint(res.path).get("imported") or {}).get("float_accuracy")
+    if as_imported is not None:  # the user's float network before any fine-tuning (of its trunk)
+        summary["accuracy_float_as_imported"] = as_imported
     result = {"model": name, "checkpoint": str(res.path), "epochs": res.epochs,
               "train_seconds": round(res.seconds, 1), **summary}
     if as_json:

@@ -45,6 +45,8 @@ class ImportRecord:
     trunk_ops: list[str]
     notes: list[str]
     float_head_exact: bool
+    float_accuracy: float | None = None  # the user's whole float network on the test set, as imported
+    n_test: int | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -164,8 +166,9 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
         if not exact:
             model.float_head = None
     _start_head_from(model, [fc.weight for fc in split.head], [fc.bias for fc in split.head])
+    float_acc, n_test = _float_accuracy(model, split, dataset, limit_test)
     record = ImportRecord(str(src.resolve()), split.source, _sha256(src), split.sizes, list(split.trunk_ops),
-                          list(split.notes), exact)
+                          list(split.notes), exact, float_acc, n_test)
     extra: dict[str, Any] = {"imported": record.__dict__}
     if split.trunk is not None:
         extra["trunk_program"] = serialize_trunk(split.trunk)
@@ -173,6 +176,20 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
     _register_session(ModelSpec(spec, str(src)))
     return train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train, limit_test=limit_test,
                  threads=threads, progress=progress, model=model, extra=extra)
+
+
+@torch.no_grad()
+def _float_accuracy(model: ImacNet, split: Any, dataset: str, limit: int | None) -> tuple[float, int]:
+    """Test accuracy of the user's float network as imported (before any fine-tuning)."""
+    from imac.nn.data import load_dataset
+
+    test = load_dataset(dataset, "test").subset(limit)
+    correct = 0
+    for i in range(0, len(test), 500):
+        x = model.prepare(test.images[i:i + 500])
+        logits = split.float_forward(x.reshape(x.shape[0], *split.input_shape))
+        correct += int((logits.argmax(1).numpy() == test.labels[i:i + 500]).sum())
+    return correct / len(test), len(test)
 
 
 def _float_head_matches(model: ImacNet, split: Any, dataset: str) -> bool:
