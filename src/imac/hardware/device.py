@@ -113,18 +113,21 @@ def _solve_loaded(ls: LoadedSolver, z_prev: torch.Tensor, y_prev: torch.Tensor
     y_hat, kappa, vu, v, u_t = t(ls.y_hat), t(ls.kappa), t(ls.vu), t(ls.v), t(ls.u_t)
     tol = sim.NEWTON_TOLERANCE_V / ls.v_half
     active = torch.ones(s.shape[0], dtype=torch.bool, device=dev)
-    i_line = torch.zeros_like(s)
     dinv = shrink = None
     last = float("inf")
-    for its in range(1, sim.NEWTON_MAX_ITERATIONS + 1):
-        fresh = its <= sim.NEWTON_JACOBIAN_STEPS or last > sim.NEWTON_REFRESH_STEP
+
+    def horner(s: torch.Tensor, with_slope: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         cur = cs[-1].clone()
-        slope = cs[-1].clone() if fresh else None
+        slope = cs[-1].clone() if with_slope else None
         for ck in reversed(cs[1:-1]):
             cur = cur * s + ck
             if slope is not None:
                 slope = slope * s + cur
-        cur = cur * s + cs[0]
+        return cur * s + cs[0], slope
+
+    for its in range(1, sim.NEWTON_MAX_ITERATIONS + 1):
+        fresh = its <= sim.NEWTON_JACOBIAN_STEPS or last > sim.NEWTON_REFRESH_STEP
+        cur, slope = horner(s, fresh)
         r = cur.clone()
         for (a, b), yt in zip(ls.blocks, y_t, strict=True):
             r[:, a:b] -= s[:, a:b] @ yt
@@ -136,7 +139,6 @@ def _solve_loaded(ls: LoadedSolver, z_prev: torch.Tensor, y_prev: torch.Tensor
         r = r + ((shrink * (r @ v)) @ u_t) * dinv
         r = torch.where(active[:, None], r, torch.zeros_like(r))  # converged images stay put
         s = (s + r).clamp(-sim.NEWTON_S_LIMIT, sim.NEWTON_S_LIMIT)
-        i_line = torch.where(active[:, None], cur, i_line)
         step = r.abs().amax(dim=1)
         last = float(step[active].max()) if bool(active.any()) else 0.0
         left = active & (step >= tol)
@@ -144,7 +146,8 @@ def _solve_loaded(ls: LoadedSolver, z_prev: torch.Tensor, y_prev: torch.Tensor
             break
         if its >= 2:  # as the numpy path: the first two steps move every image a lot
             active = left
-    i_line = i_line - t(ls.i_const)
+    # the neurons' current at the solution (as the numpy path), for the source voltages d + r I
+    i_line = horner(s, False)[0] - t(ls.i_const)
     z = (s @ t(ls.a_t)).double() + torch.as_tensor(ls.z_const, dtype=torch.float64, device=dev)
     d = s.double() * ls.v_half + ls.v_centre
     return z, d, d + torch.as_tensor(ls.r_line, dtype=torch.float64, device=dev) * i_line.double()

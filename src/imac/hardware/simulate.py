@@ -386,9 +386,11 @@ NEWTON_TOLERANCE_V = 2e-5  # V, per image: largest Newton step on any line (~10 
 # (256 x 32 x 32 multiply-adds on 32-row subarrays) stays under the size at which OpenBLAS starts
 # threads, whose hand-offs cost more than the product when the other cores are busy
 NEWTON_CHUNK = 256
+# OpenBLAS runs a product of m x n x k multiply-adds on one thread below 2 x 65536 x 4 of them: a
+# threaded product this small waits on its hand-offs (5x slower batches measured under load)
+BLAS_SERIAL_MNK = 524_000
 NEWTON_REFRESH_STEP = 0.01  # largest step (units of v_half) after which the Newton matrix is refreshed
 NEWTON_S_LIMIT = 1.05  # iterates are kept within 5 % beyond the fitted range of the I-V table
-GATHER_CHUNK = 32  # images per coefficient gather
 IV_POLY_DEGREE = 7  # max error 0.35 uA of ~1 mA over the table (degree 6: 0.65 uA moves z by ~1 mV)
 F32 = np.float32
 
@@ -431,6 +433,8 @@ class LoadedSolver:
     vu: np.ndarray  # (n, blocks) float32, v * u
     r_line: np.ndarray  # (n,) ohm, the lines' linearized driver resistances (for v_in)
     start: np.ndarray  # (n + 1, n) float32: s ~ [y_prev, 1] @ start (linear start)
+    # derived from the fields above on first use (_plan); start is read on every solve
+    plan: _Plan | None = field(default=None, repr=False, compare=False)
 
 
 def _loaded_solver(lm: LayerMap, cl: CompiledLayer, curve: NeuronCurve, v_dd: float) -> LoadedSolver:
@@ -507,33 +511,36 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     Newton system in closed form.  Start: a linear map of the open-circuit outputs ``y_prev``.
     Images leave the iteration once their largest step is below ``NEWTON_TOLERANCE_V``.
     Works in float32 (relative precision 6e-8, far below the uV tolerance) on chunks of
-    images that stay in the cache.  Returns z (batch, fan_out), the driver-node voltages d
-    (batch, n) and the Thevenin-equivalent source voltages d + r I (batch, n), all in V.
+    images that stay in the cache, in work arrays allocated once per call (:class:`_Workspace`).
+    Returns z (batch, fan_out), the driver-node voltages d (batch, n) and the
+    Thevenin-equivalent source voltages d + r I (batch, n), with I the neurons' current at the
+    solution, all in V.
     """
     b, n = z_prev.shape
-    s = y_prev.astype(F32) @ ls.start[:n]
-    s += ls.start[n]
-    i_line = np.empty((b, n), F32)
-
-    def chunk(i: int) -> None:  # in place on disjoint rows of s and i_line
-        sl = slice(i, i + NEWTON_CHUNK)
-        i_line[sl] = _newton(ls, _current_coefficients(ls, z_prev[sl]), s[sl])
-
-    starts = range(0, b, NEWTON_CHUNK)
+    plan = _plan(ls)
+    start = _start_blocks(ls, plan)
+    s = np.empty((b, n), F32)
+    d = np.empty((b, n))
+    v_in = np.empty((b, n))
+    # rows per chunk: each block product (rows x size x size) below OpenBLAS's threading size
+    rows = max(16, min(NEWTON_CHUNK, BLAS_SERIAL_MNK // max(size for _, size, _ in plan.runs) ** 2))
+    starts = list(range(0, b, rows))
     threads = min(newton_threads(), len(starts))
+
+    def work(part: list[int]) -> None:  # in place on disjoint rows of s, d and v_in
+        ws = _Workspace(plan.deg1, min(rows, b), n)
+        for i in part:
+            sl = slice(i, i + rows)
+            _chunk(ls, plan, ws, start, z_prev[sl], y_prev[sl], s[sl], d[sl], v_in[sl])
+
     if threads > 1:  # numpy releases the GIL in the chunks' array operations
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(chunk, starts))
+            list(pool.map(work, [starts[k::threads] for k in range(threads)]))
     else:
-        for i in starts:
-            chunk(i)
-    z = s @ ls.a_t
-    d = s.astype(float)
-    d *= ls.v_half
-    d += ls.v_centre
-    return z + ls.z_const, d, d + ls.r_line * i_line
+        work(starts)
+    return np.add(s @ ls.a_t, ls.z_const), d, v_in
 
 
 def newton_threads() -> int:
@@ -545,61 +552,173 @@ def newton_threads() -> int:
     return max(1, int(env)) if env else 1
 
 
-def _current_coefficients(ls: LoadedSolver, z: np.ndarray) -> list[np.ndarray]:
-    """Per image and line, the coefficients (A) of I(z, V) + i_const as a polynomial in s."""
-    m, n = z.shape
-    deg1 = ls.coef.shape[1] // 2
-    fz = ((z - ls.z_first) / ls.dz).astype(F32)
-    np.clip(fz, 0.0, ls.coef.shape[0] - 1e-3, out=fz)
-    iz = fz.astype(np.intp)
-    fz -= iz
-    c = np.empty((2 * deg1, m, n), F32)
-    for j in range(0, m, GATHER_CHUNK):  # small gathers, then a cache-resident transpose
-        c[:, j : j + GATHER_CHUNK] = np.take(ls.coef, iz[j : j + GATHER_CHUNK], axis=0).transpose(2, 0, 1)
-    c[deg1:] *= fz
-    c[:deg1] += c[deg1:]
-    c[0] += ls.i_const
-    return list(c[:deg1])
+@dataclass
+class _Plan:
+    """What the chunks of a layer's solve share, derived once from its :class:`LoadedSolver`:
+    the current polynomial's coefficient tables per power (contiguous, for one gather each) and
+    the block-diagonal Y_red as runs of consecutive equal-size blocks (one batched product per run)."""
+
+    deg1: int
+    lo: np.ndarray  # (deg + 1, n_z - 1) float32: coefficient of s^j at the interval's first z
+    dz_coef: np.ndarray  # (deg + 1, n_z - 1) float32: its change over the interval
+    runs: list[tuple[int, int, int]]  # (first line, block size, blocks)
+    y_runs: list[np.ndarray]  # per run (blocks, size, size) float32: v_half Y_red^T per block
+    u_runs: list[np.ndarray]  # per run (blocks, 1, size) float32: the blocks' common-mode eigenvectors
+    v_runs: list[np.ndarray]  # per run (blocks, size, 1) float32
+    vu_runs: list[np.ndarray]  # per run (blocks, size, 1) float32
+    kappa_runs: list[np.ndarray]  # per run (blocks, 1, 1) float32
+    off_block: np.ndarray  # (n, n) bool: outside the diagonal blocks
 
 
-def _newton(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray) -> np.ndarray:
-    """Newton iterations on one chunk, in place on s (float32); converged images drop out.
-    The Newton matrix is refreshed on the first ``NEWTON_JACOBIAN_STEPS`` steps and then kept
-    (the later steps are tiny).  Returns the neurons' output currents (A) at the last evaluation."""
-    i_line = np.empty_like(s)
-    rows: np.ndarray | None = None  # the images still iterating (None: all of them)
-    ss = s
-    tol = NEWTON_TOLERANCE_V / ls.v_half
-    jac: tuple[np.ndarray, np.ndarray] | None = None
-    last = np.inf
-    for its in range(1, NEWTON_MAX_ITERATIONS + 1):
-        # a fresh Newton matrix on the first steps and whenever a step was still large (a poor
-        # start, or a clipped overshoot); the reused one only for the small final steps
-        fresh = its <= NEWTON_JACOBIAN_STEPS or last > NEWTON_REFRESH_STEP
-        step, cur, jac = _newton_step(ls, c, ss, None if fresh else jac)
-        last = float(step.max())
-        if rows is None:
-            i_line[:] = cur
+def _block_runs(blocks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Consecutive blocks of equal size grouped into runs: (first line, size, count)."""
+    runs: list[tuple[int, int, int]] = []
+    for a, e in blocks:
+        if runs and runs[-1][1] == e - a and runs[-1][0] + runs[-1][1] * runs[-1][2] == a:
+            runs[-1] = (runs[-1][0], e - a, runs[-1][2] + 1)
         else:
-            s[rows] = ss
-            i_line[rows] = cur
-        left = step >= tol
-        if not left.any():
-            break
-        if its >= 2 and not left.all():  # the first two steps move every image a lot
-            keep = np.flatnonzero(left)
-            rows = keep if rows is None else rows[keep]
-            ss, c, jac = ss[keep], [ck[keep] for ck in c], (jac[0][keep], jac[1][keep])
-    return i_line - ls.i_const
+            runs.append((a, e - a, 1))
+    return runs
 
 
-def _newton_step(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray, jac: tuple[np.ndarray, np.ndarray] | None
-                 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """One Newton step in place on s.  Returns each image's largest |step| (in units of
-    v_half), the polynomial's value (A) and the Newton matrix's per-image factors."""
-    cur = c[-1].copy()
-    slope = c[-1].copy() if jac is None else None
-    for ck in reversed(c[1:-1]):
+def _plan(ls: LoadedSolver) -> _Plan:
+    """The layer's :class:`_Plan`, derived on first use and kept on the solver."""
+    if ls.plan is not None:
+        return ls.plan
+    n = ls.a_t.shape[0]
+    deg1 = ls.coef.shape[1] // 2
+    runs = _block_runs(ls.blocks)
+    y_runs, u_runs, v_runs, vu_runs, kappa_runs = [], [], [], [], []
+    k = 0
+    for a, size, cnt in runs:
+        bl = range(k, k + cnt)
+        y_runs.append(np.stack(ls.y_t[k : k + cnt]))
+        u_runs.append(np.stack([ls.u[a + j * size : a + (j + 1) * size, b] for j, b in enumerate(bl)])[:, None, :])
+        v_runs.append(np.stack([ls.v[a + j * size : a + (j + 1) * size, b] for j, b in enumerate(bl)])[:, :, None])
+        vu_runs.append(np.stack([ls.vu[a + j * size : a + (j + 1) * size, b] for j, b in enumerate(bl)])[:, :, None])
+        kappa_runs.append(ls.kappa[k : k + cnt, None, None])
+        k += cnt
+    off = np.ones((n, n), bool)
+    for a, e in ls.blocks:
+        off[a:e, a:e] = False
+    ls.plan = _Plan(deg1, np.ascontiguousarray(ls.coef[:, :deg1].T), np.ascontiguousarray(ls.coef[:, deg1:].T),
+                    runs, y_runs, u_runs, v_runs, vu_runs, kappa_runs, off)
+    return ls.plan
+
+
+def _blocks(x: np.ndarray, run: tuple[int, int, int]) -> np.ndarray:
+    """The lines of a run of blocks in x (m, n) as a (blocks, m, size) view (no copy)."""
+    a, size, cnt = run
+    view = x[:, a : a + size * cnt].reshape(x.shape[0], cnt, size).transpose(1, 0, 2)
+    assert np.shares_memory(view, x) or view.size == 0
+    return view
+
+
+def _block_product(x: np.ndarray, runs: list[tuple[int, int, int]], mats: list[np.ndarray], out: np.ndarray
+                   ) -> None:
+    """``out = x @ blockdiag(mats)`` on rows of x (m, n): one batched product per run of blocks.
+    Each product (rows x size x size) stays below the size at which OpenBLAS starts threads,
+    whose hand-offs cost far more than such a product when the other cores are busy."""
+    for run, mat in zip(runs, mats, strict=True):
+        np.matmul(_blocks(x, run), mat, out=_blocks(out, run))
+
+
+def _common_modes(plan: _Plan, r: np.ndarray, dinv: np.ndarray, shrink: list[np.ndarray] | None,
+                  tmp: np.ndarray) -> list[np.ndarray]:
+    """The Newton step r <- (diag(1/dinv) - kappa u v^T)^-1 r per block, in place, by
+    Sherman-Morrison (block by block: per-image scalars, no (rows x n x blocks) product).
+    ``shrink`` (per run, (blocks, rows, 1)): kappa / (1 - kappa v.(dinv u)) per block and
+    image, computed when None (a fresh Newton matrix) and returned."""
+    if shrink is None:
+        shrink = []
+        for run, vu, kappa in zip(plan.runs, plan.vu_runs, plan.kappa_runs, strict=True):
+            w = np.matmul(_blocks(dinv, run), vu)
+            w *= kappa
+            np.subtract(1.0, w, out=w)
+            shrink.append(np.divide(kappa, w, out=w))
+    r *= dinv
+    for run, v, u, sh in zip(plan.runs, plan.v_runs, plan.u_runs, shrink, strict=True):
+        t = np.matmul(_blocks(r, run), v)
+        t *= sh
+        np.multiply(t, u, out=_blocks(tmp, run))
+    tmp *= dinv
+    r += tmp
+    return shrink
+
+
+def _start_blocks(ls: LoadedSolver, plan: _Plan) -> list[np.ndarray] | None:
+    """The linear start s = [y_prev, 1] @ start is fitted per horizontal partition, so
+    ``start`` is block diagonal (bias row apart): its blocks per run, or None when someone set
+    another start (then it is applied as one dense product)."""
+    n = ls.a_t.shape[0]
+    if np.any(ls.start[:n][plan.off_block]):
+        return None
+    return [np.stack([ls.start[a + j * size : a + (j + 1) * size, a + j * size : a + (j + 1) * size]
+                      for j in range(cnt)]) for a, size, cnt in plan.runs]
+
+
+class _Workspace:
+    """The float32 work arrays of one chunk of images, allocated once per solve and reused by
+    every chunk and Newton step (fresh arrays of this size cost page faults on every use)."""
+
+    def __init__(self, deg1: int, m: int, n: int) -> None:
+        self.c = np.empty((deg1, m, n), F32)  # the current polynomial's coefficients per image and line
+        self.fz = np.empty((m, n), F32)
+        self.iz = np.empty((m, n), np.intp)
+        self.y, self.cur, self.slope, self.r, self.tmp, self.dinv = (np.empty((m, n), F32) for _ in range(6))
+
+
+def _chunk(ls: LoadedSolver, plan: _Plan, ws: _Workspace, start: list[np.ndarray] | None, z_prev: np.ndarray,
+           y_prev: np.ndarray, s: np.ndarray, d: np.ndarray, v_in: np.ndarray) -> None:
+    """One chunk of images, start to outputs, while its arrays are in the cache: the linear
+    start into s, the coefficients, Newton in place on s, then the node voltages d and the
+    Thevenin-equivalent source voltages v_in = d + r I, with the neurons' current I evaluated
+    at the solution (V, float64)."""
+    m, n = s.shape
+    c = ws.c[:, :m]
+    y = ws.y[:m]
+    np.copyto(y, y_prev, casting="same_kind")
+    if start is None:
+        np.matmul(y, ls.start[:n], out=s)
+    else:
+        _block_product(y, plan.runs, start, s)
+    s += ls.start[n]
+    _current_coefficients(ls, plan, z_prev, c, ws.fz[:m], ws.iz[:m], ws.tmp[:m])
+    _newton(ls, plan, ws, c, s)
+    cur = ws.cur[:m]
+    _horner(c, s, cur, None)
+    cur -= ls.i_const
+    cur *= ls.r_line
+    np.multiply(s, ls.v_half, out=d, dtype=np.float64)
+    d += ls.v_centre
+    np.add(d, cur, out=v_in)
+
+
+def _current_coefficients(ls: LoadedSolver, plan: _Plan, z: np.ndarray, c: np.ndarray, fz: np.ndarray,
+                          iz: np.ndarray, tmp: np.ndarray) -> None:
+    """Per image and line, the coefficients (A) of I(z, V) + i_const as a polynomial in s, into
+    c (deg + 1, m, n): one gather per power from a contiguous table of the interval's value and
+    one of its slope in z (gathering whole rows of the table and transposing them was 1.5x slower)."""
+    np.divide(np.subtract(z, ls.z_first), ls.dz, out=fz, casting="same_kind")
+    np.clip(fz, 0.0, plan.lo.shape[1] - 1e-3, out=fz)
+    np.copyto(iz, fz, casting="unsafe")  # fz >= 0: truncation is the floor
+    np.subtract(fz, iz, out=fz, casting="unsafe")
+    for j in range(plan.deg1):
+        np.take(plan.dz_coef[j], iz, out=c[j], mode="clip")
+        c[j] *= fz
+        np.take(plan.lo[j], iz, out=tmp, mode="clip")
+        c[j] += tmp
+    c[0] += ls.i_const
+
+
+def _horner(c: np.ndarray, s: np.ndarray, cur: np.ndarray, slope: np.ndarray | None) -> None:
+    """The polynomial sum_j c[j] s^j into ``cur`` and, unless None, its derivative into ``slope``."""
+    np.multiply(c[-1], s, out=cur)
+    cur += c[-2]
+    if slope is not None:
+        np.multiply(c[-1], s, out=slope)
+        slope += cur
+    for ck in c[-3:0:-1]:
         cur *= s
         cur += ck
         if slope is not None:
@@ -607,24 +726,65 @@ def _newton_step(ls: LoadedSolver, c: list[np.ndarray], s: np.ndarray, jac: tupl
             slope += cur
     cur *= s
     cur += c[0]
-    r = cur.copy()  # KCL residual (A); Y_red is block diagonal: one small product per block
-    for (a, b), y_t in zip(ls.blocks, ls.y_t, strict=True):
-        r[:, a:b] -= s[:, a:b] @ y_t
-    if slope is None:
-        assert jac is not None
-        dinv, shrink = jac
-    else:
-        # diagonal: the neuron's output conductance -dI/ds >= 0 plus the block's y_hat
-        np.minimum(slope, 0.0, out=slope)
-        dinv = np.reciprocal(np.subtract(ls.y_hat, slope, out=slope), out=slope)
-        shrink = ls.kappa / (1.0 - ls.kappa * (dinv @ ls.vu))
-    r *= dinv
-    r += ((shrink * (r @ ls.v)) @ ls.u_t) * dinv  # Sherman-Morrison: the blocks' common modes
-    s += r
-    # the driver nodes lie between the rails (|s| <= 1, where the I-V polynomial was fitted);
-    # an overshooting step would put an iterate where the degree-7 polynomial explodes
-    np.clip(s, -NEWTON_S_LIMIT, NEWTON_S_LIMIT, out=s)
-    return np.max(np.abs(r), axis=1), cur, (dinv, shrink)
+
+
+NEWTON_COMPACT = 0.5  # images still iterating are gathered into fewer rows once at most this fraction is left
+
+
+def _newton(ls: LoadedSolver, plan: _Plan, ws: _Workspace, c: np.ndarray, s: np.ndarray) -> None:
+    """Newton iterations on one chunk, in place on s (float32); converged images are frozen.
+    The Newton matrix is refreshed on the first ``NEWTON_JACOBIAN_STEPS`` steps and then kept
+    (the later steps are tiny).  Images that have converged stay in the arrays (their step is
+    zeroed) while most are still iterating, and are dropped once at most ``NEWTON_COMPACT`` of
+    the rows are left (the copy costs more than the work it saves before that)."""
+    rows: np.ndarray | None = None  # the images still iterating once dropped (None: all rows of s)
+    active: np.ndarray | None = None  # mask of the rows still iterating (None: all)
+    ss = s
+    tol = NEWTON_TOLERANCE_V / ls.v_half
+    dinv: np.ndarray | None = None
+    shrink: list[np.ndarray] | None = None
+    last = np.inf
+    for its in range(1, NEWTON_MAX_ITERATIONS + 1):
+        # a fresh Newton matrix on the first steps and whenever a step was still large (a poor
+        # start, or a clipped overshoot); the reused one only for the small final steps
+        fresh = its <= NEWTON_JACOBIAN_STEPS or last > NEWTON_REFRESH_STEP
+        k = ss.shape[0]
+        cur, r, tmp = ws.cur[:k], ws.r[:k], ws.tmp[:k]
+        slope = ws.slope[:k] if fresh else None
+        _horner(c, ss, cur, slope)
+        _block_product(ss, plan.runs, plan.y_runs, tmp)  # Y_red is block diagonal
+        np.subtract(cur, tmp, out=r)  # KCL residual (A)
+        if slope is not None:
+            # diagonal: the neuron's output conductance -dI/ds >= 0 plus the block's y_hat
+            np.minimum(slope, 0.0, out=slope)
+            np.subtract(ls.y_hat, slope, out=slope)
+            dinv = np.reciprocal(slope, out=ws.dinv[:k])
+            shrink = None
+        assert dinv is not None
+        shrink = _common_modes(plan, r, dinv, shrink, tmp)
+        if active is not None:
+            r *= active[:, None]  # converged images stay put
+        ss += r
+        # the driver nodes lie between the rails (|s| <= 1, where the I-V polynomial was fitted);
+        # an overshooting step would put an iterate where the degree-7 polynomial explodes
+        np.clip(ss, -NEWTON_S_LIMIT, NEWTON_S_LIMIT, out=ss)
+        step = np.abs(r, out=r).max(axis=1)
+        last = float(step.max())
+        if rows is not None:
+            s[rows] = ss
+        left = step >= tol
+        if not left.any():
+            break
+        if its >= 2 and not left.all():  # the first two steps move every image a lot
+            if np.count_nonzero(left) > NEWTON_COMPACT * k:
+                active = left
+                continue
+            keep = np.flatnonzero(left)
+            rows = keep if rows is None else rows[keep]
+            ss, c, shrink = ss[keep], c[:, keep], [sh[:, keep] for sh in shrink]
+            dinv = ws.dinv[: len(keep)]
+            dinv[:] = ws.dinv[keep]
+            active = None
 
 
 def predict(net: CompiledNetwork, x: np.ndarray) -> np.ndarray:
