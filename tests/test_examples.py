@@ -62,3 +62,25 @@ def test_idx_mlp_example(tmp_path: Path) -> None:
     # the run used its own cache only
     assert (out / "cache" / "checkpoints" / "idx-mlp.pt").is_file()
     assert not user_cache.exists() or not any(user_cache.rglob("idx-mlp*"))
+
+
+@pytest.mark.slow
+def test_digits_cnn_example(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    run_example(EXAMPLES / "digits_cnn" / "run_example.py", out, cache=tmp_path / "cache")
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    float_run, system = results["float_training"], results["cpu_imac"]
+    n_test = float_run["test_images"]
+    assert system["n_images"] == n_test
+    calibrated = results["simulate_circuit_calibrated"]
+    assert calibrated["calibration"] and system["calibration"]
+    assert calibrated["accuracy"] >= 0.85, calibrated["accuracy"]
+    assert system["accuracy_cpu_imac"] >= 0.85, system["accuracy_cpu_imac"]
+    # CPU-only is the user's own float network (trunk + float head), image for image
+    assert round(system["accuracy_cpu_only"] * n_test) == round(float_run["float_test_accuracy"] * n_test)
+    assert round(results["import"]["accuracy_float"] * n_test) == round(float_run["float_test_accuracy"] * n_test)
+    assert 0 < system["energy_saving"] < 1
+    assert f"{100 * calibrated['accuracy']:.2f} %" in report
+    assert f"{100 * float_run['float_test_accuracy']:.2f} %" in report

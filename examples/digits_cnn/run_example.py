@@ -10,7 +10,8 @@
 4. ``imac calibrate``: the named hardware-aware calibration for 32x32 subarrays;
 5. ``imac simulate`` again (the calibrated head) and ``imac cpu-imac``: CPU-only vs CPU-IMAC
    energy, latency and accuracy on the mobile CPU model;
-6. ``report.md`` in OUT_DIR with the numbers of this run.
+6. ``report.md`` (and every command's JSON result in ``results.json``) in OUT_DIR with the numbers
+   of this run.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def main(out: Path) -> None:
     imac("calibrate", ckpt, "--rows", "32", "--epochs", "3", "--circuit-epochs", "1", json_out=False)
     after = imac("simulate", ckpt, "--fidelity", "circuit", "--calibrated")
     system = imac("cpu-imac", ckpt, "--fidelity", "circuit")
-    report = render(float_run, imported, before, after, system, time.perf_counter() - t_start)
+    seconds = time.perf_counter() - t_start
+    results = {"float_training": float_run, "import": imported, "simulate_circuit": before,
+               "simulate_circuit_calibrated": after, "cpu_imac": system, "seconds": round(seconds, 1)}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    report = render(float_run, imported, before, after, system, seconds)
     (out / "report.md").write_text(report)
     print(report)
 
