@@ -141,6 +141,9 @@ def test_commands_take_the_imported_network(imported: Path, capsys: pytest.Captu
     code, out, err = _cli(capsys, "evaluate", str(imported), "--json")
     assert code == 0, err
     assert json.loads(out)["fc_layer_sizes"] == [128, 32, 10]
+    code, out, err = _cli(capsys, "compare", str(imported), "--limit", "100", "--json")
+    assert code == 0, err
+    assert "imac" in json.dumps(json.loads(out)).lower()
 
 
 def test_imported_workload_is_the_traced_trunk(imported: Path) -> None:
