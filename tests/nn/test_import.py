@@ -3,10 +3,7 @@ binary weights; the split into CPU trunk and FC head; the trunk's CPU work."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import itertools
-import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -64,37 +61,15 @@ def _user_model(folder: Path) -> tuple[nn.Module, Path]:
 
 
 def _onnx_ready() -> None:
-    """Skip without the onnx extra.  onnx2torch imports torchvision for its NMS / RoIAlign
-    converters only; where torchvision is missing or cannot load (a CPU-only torch beside PyPI's
-    torchvision) an empty stand-in lets onnx2torch import, and is removed again afterwards."""
+    """Skip without the onnx extra (the library itself copes with a torchvision that cannot load
+    beside a CPU-only torch: see imac.nn.importers.onnx_route._modules)."""
     pytest.importorskip("onnx")
-    if "onnx2torch" in sys.modules:
-        return
+    from imac.nn.importers.onnx_route import _modules
+
     try:
-        import onnx2torch
-        return
-    except ImportError as err:
-        if "torchvision" not in str(err):
-            pytest.skip(f"onnx2torch missing: {err}")
-    except RuntimeError:
-        pass
-    saved = {k: sys.modules[k] for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
-    for k in saved:
-        del sys.modules[k]
-    tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
-    tv.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
-    ops.__spec__ = importlib.machinery.ModuleSpec("torchvision.ops", None)
-    ops.roi_align = ops.nms = ops.box_convert = None  # type: ignore[attr-defined]
-    tv.ops = ops  # type: ignore[attr-defined]
-    sys.modules.update({"torchvision": tv, "torchvision.ops": ops})
-    try:
-        import onnx2torch  # noqa: F401
-    except Exception as err:
-        pytest.skip(f"onnx2torch cannot be imported: {err}")
-    finally:
-        for k in ("torchvision", "torchvision.ops"):
-            sys.modules.pop(k, None)
-        sys.modules.update(saved)
+        _modules()
+    except ConfigError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")
