@@ -24,7 +24,8 @@ a 2m x 2m solve per gain vector instead of a sparse factorization: the gain fixe
 
 Identical tiles (same conductances, wires) are reduced once; reductions are kept in memory and on
 disk (``$IMAC_CACHE_DIR`` or ``~/.cache/imac``, ``tiles/<key>.npz``), keyed by a hash of exactly
-what they depend on (:func:`tile_key`), so repeated builds, studies and sweeps skip them.  Tiles
+what they depend on (:func:`tile_key`), so repeated builds, studies and sweeps skip them.  The
+disk cache is bounded (``$IMAC_TILE_CACHE_MB``, default 2048): the least recently used go first.  Tiles
 left to solve are spread over processes with joblib (``$IMAC_JOBS``, default: all cores).
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +47,9 @@ from imac.circuit.netlist import Subarray
 
 REDUCTION_VERSION = "imac-tile-reduction-2"  # bump when the reduction changes, even in its last bits
 MEMORY_CACHE_BYTES = 512 * 2**20
+# the disk cache's size bound: least recently used reductions go first (IMAC_TILE_CACHE_MB)
+DISK_CACHE_MB = 2048
+STALE_TMP_S = 3600.0  # a half-written file this old belongs to a run that died
 DISK_MIN_UNKNOWNS = 1000  # smaller tiles (no wires) are solved faster than read back
 PARALLEL_MIN_SECONDS = 3.0  # below this much work, starting worker processes costs more than it saves
 NESTED_MIN_CELLS = 64 * 64  # larger tiles: nested dissection (equal speed at 64x64, faster above)
@@ -328,6 +333,7 @@ class TileCache:
         try:
             with np.load(path) as f:
                 red = TileReduction(f["Z"], f["H"], f["Y0"])
+            os.utime(path)  # recently used: the last to be pruned
         except (OSError, KeyError, ValueError):
             return None
         self.stats["disk"] += 1
@@ -348,6 +354,44 @@ class TileCache:
             os.replace(tmp, path)
         except OSError:  # a read-only or full cache folder only costs speed
             pass
+
+    def prune_disk(self, max_mb: float | None = None) -> int:
+        """Remove the least recently used reductions until the disk cache holds at most
+        ``max_mb`` (default ``IMAC_TILE_CACHE_MB`` or :data:`DISK_CACHE_MB`), down to 80 % of it so
+        that pruning is rare, and half-written files of dead runs; returns the files removed."""
+        d = self.directory
+        if d is None or not d.is_dir():
+            return 0
+        if max_mb is None:
+            try:
+                max_mb = float(os.environ.get("IMAC_TILE_CACHE_MB", DISK_CACHE_MB))
+            except ValueError:
+                max_mb = DISK_CACHE_MB
+        files, removed, now = [], 0, time.time()
+        for f in d.glob("*/*"):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            if f.suffix == ".tmp":
+                if now - st.st_mtime > STALE_TMP_S:
+                    f.unlink(missing_ok=True)
+                    removed += 1
+            elif f.suffix == ".npz":
+                files.append((st.st_mtime, st.st_size, f))
+        total, limit = sum(size for _, size, _ in files), max_mb * 2**20
+        if total <= limit:
+            return removed
+        for _, size, f in sorted(files):
+            if total <= 0.8 * limit:
+                break
+            try:
+                f.unlink()
+            except OSError:
+                continue
+            total -= size
+            removed += 1
+        return removed
 
     def _remember(self, key: str, red: TileReduction) -> None:
         if key in self._mem:
@@ -482,6 +526,8 @@ def reduce_tiles(subs: Sequence[Subarray], cache: TileCache | None = None, jobs:
             if progress:
                 progress(done, len(items))
         cache.stats["solved"] += len(items)
+        if keep:
+            cache.prune_disk()
     return [out[k] for k in keys]
 
 
