@@ -86,7 +86,7 @@ def test_chunks_threads_and_a_dense_start_give_the_same_solution(rng: np.random.
     net = loaded_network(rng)
     x = rng.choice([-1.0, 1.0], (300, 64))
     base = sim.run_batch(net, x)
-    monkeypatch.setattr(sim, "NEWTON_CHUNK", 37)  # ragged chunks, masking and compaction in each
+    monkeypatch.setattr(sim, "NEWTON_CHUNK_ELEMENTS", 37 * 45)  # ragged chunks of 37 images, masking and compaction
     monkeypatch.setenv("IMAC_THREADS", "2")
     other = sim.run_batch(net, x)
     for la, lb in zip(base, other, strict=True):

@@ -382,10 +382,9 @@ def run_batch(net: CompiledNetwork, x: np.ndarray, device: str | None = None) ->
 NEWTON_MAX_ITERATIONS = 12
 NEWTON_JACOBIAN_STEPS = 2  # steps that refresh the Newton matrix; later ones reuse it
 NEWTON_TOLERANCE_V = 2e-5  # V, per image: largest Newton step on any line (~10 uV left at the next neurons)
-# images per chunk: the chunk's float32 work arrays stay in the L2 cache, and each block's product
-# (256 x 32 x 32 multiply-adds on 32-row subarrays) stays under the size at which OpenBLAS starts
-# threads, whose hand-offs cost more than the product when the other cores are busy
-NEWTON_CHUNK = 256
+# (images x lines) per chunk: the chunk's ~14 float32 work arrays stay in the cache (256 images of
+# the VGG head's 512 lines); fewer elements per numpy call cost more in call overhead
+NEWTON_CHUNK_ELEMENTS = 131_072
 # OpenBLAS runs a product of m x n x k multiply-adds on one thread below 2 x 65536 x 4 of them: a
 # threaded product this small waits on its hand-offs (5x slower batches measured under load)
 BLAS_SERIAL_MNK = 524_000
@@ -522,8 +521,9 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     s = np.empty((b, n), F32)
     d = np.empty((b, n))
     v_in = np.empty((b, n))
-    # rows per chunk: each block product (rows x size x size) below OpenBLAS's threading size
-    rows = max(16, min(NEWTON_CHUNK, BLAS_SERIAL_MNK // max(size for _, size, _ in plan.runs) ** 2))
+    # rows per chunk: ~NEWTON_CHUNK_ELEMENTS per work array, each block product (rows x size x
+    # size) below OpenBLAS's threading size
+    rows = max(16, min(NEWTON_CHUNK_ELEMENTS // n, BLAS_SERIAL_MNK // max(size for _, size, _ in plan.runs) ** 2))
     starts = list(range(0, b, rows))
     threads = min(newton_threads(), len(starts))
 
@@ -609,9 +609,8 @@ def _plan(ls: LoadedSolver) -> _Plan:
 def _blocks(x: np.ndarray, run: tuple[int, int, int]) -> np.ndarray:
     """The lines of a run of blocks in x (m, n) as a (blocks, m, size) view (no copy)."""
     a, size, cnt = run
-    view = x[:, a : a + size * cnt].reshape(x.shape[0], cnt, size).transpose(1, 0, 2)
-    assert np.shares_memory(view, x) or view.size == 0
-    return view
+    # splitting the contiguous last axis of a row slice is always a view: out= writes land in x
+    return x[:, a : a + size * cnt].reshape(x.shape[0], cnt, size).transpose(1, 0, 2)
 
 
 def _block_product(x: np.ndarray, runs: list[tuple[int, int, int]], mats: list[np.ndarray], out: np.ndarray
@@ -699,7 +698,8 @@ def _current_coefficients(ls: LoadedSolver, plan: _Plan, z: np.ndarray, c: np.nd
     """Per image and line, the coefficients (A) of I(z, V) + i_const as a polynomial in s, into
     c (deg + 1, m, n): one gather per power from a contiguous table of the interval's value and
     one of its slope in z (gathering whole rows of the table and transposing them was 1.5x slower)."""
-    np.divide(np.subtract(z, ls.z_first), ls.dz, out=fz, casting="same_kind")
+    np.subtract(z, ls.z_first, out=fz, casting="same_kind")  # no float64 temporary
+    fz *= F32(1.0 / ls.dz)
     np.clip(fz, 0.0, plan.lo.shape[1] - 1e-3, out=fz)
     np.copyto(iz, fz, casting="unsafe")  # fz >= 0: truncation is the floor
     np.subtract(fz, iz, out=fz, casting="unsafe")
@@ -713,10 +713,12 @@ def _current_coefficients(ls: LoadedSolver, plan: _Plan, z: np.ndarray, c: np.nd
 
 def _horner(c: np.ndarray, s: np.ndarray, cur: np.ndarray, slope: np.ndarray | None) -> None:
     """The polynomial sum_j c[j] s^j into ``cur`` and, unless None, its derivative into ``slope``."""
-    np.multiply(c[-1], s, out=cur)
-    cur += c[-2]
-    if slope is not None:
+    if slope is None:
+        np.multiply(c[-1], s, out=cur)
+        cur += c[-2]
+    else:  # c7 s once: cur = c7 s + c6, slope = c7 s + cur
         np.multiply(c[-1], s, out=slope)
+        np.add(slope, c[-2], out=cur)
         slope += cur
     for ck in c[-3:0:-1]:
         cur *= s
