@@ -171,6 +171,31 @@ def test_interrupted_sweep_resumes(reference: tuple[Path, list[dict]], tmp_path:
     assert (again.skipped, again.computed) == (8, 0)
 
 
+def test_a_dying_worker_costs_only_its_point(reference: tuple[Path, list[dict]], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed outright (the out-of-memory killer, a crash in native code) takes down
+    joblib's whole pool: the sweep finishes the other points, records that one as failed, and
+    the rerun computes it."""
+    from joblib.externals.loky import get_reusable_executor
+
+    from imac.experiments.sweep import KILL_POINT_ENV
+
+    study = _write(tmp_path, SMALL)
+    victim = plan_study(*load_study(study)).points[2].key
+    get_reusable_executor().shutdown(wait=True)  # workers started from here on see the variable
+    monkeypatch.setenv(KILL_POINT_ENV, victim)
+    res = run_sweep(study, tmp_path / "out", jobs=2, progress=False)
+    assert (res.total, res.computed, res.failed) == (8, 8, 1)
+    rows = {r["key"]: r for r in _table(tmp_path / "out")}
+    assert rows[victim]["status"] == "failed" and "worker process died" in rows[victim]["error"]
+    assert [r for r in reference[1] if r["key"] != victim] == [r for k, r in sorted(rows.items()) if k != victim]
+    get_reusable_executor().shutdown(wait=True)
+    monkeypatch.delenv(KILL_POINT_ENV)
+    again = run_sweep(study, tmp_path / "out", jobs=2, progress=False)
+    assert (again.skipped, again.computed, again.failed) == (7, 1, 0)
+    assert _table(tmp_path / "out") == reference[1]
+
+
 def test_failing_point_recorded(tmp_path: Path) -> None:
     _needs_mnist()
     study = _write(tmp_path, {**SMALL, "axes": [{"path": "neuron.model_card", "values": [None, "/no/such/card.pm"]}]})

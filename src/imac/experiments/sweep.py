@@ -184,16 +184,51 @@ def parse_dask(value: str | None) -> tuple[str, int | str] | None:
     raise ConfigError(f"--dask {value!r}: give local, local:N or tcp://HOST:PORT of a running scheduler")
 
 
+# fault injection for the tests: the worker running the point with this key dies at once (as from
+# the out-of-memory killer or a crash in native code)
+KILL_POINT_ENV = "IMAC_SWEEP_KILL_POINT"
+
+
+def _point_in_worker(task: Task, inputs: SharedInputs) -> dict[str, Any]:
+    if os.environ.get(KILL_POINT_ENV) == task.key:
+        os._exit(137)
+    return run_point(task, inputs)
+
+
+def _worker_died(task: Task, err: BaseException) -> dict[str, Any]:
+    return {"key": task.key, "status": "failed", "point_s": None, "worker": None, "finished_unix_s": time.time(),
+            "error": f"the worker process died running this point ({type(err).__name__}: out of memory, or a "
+                     "crash in native code)"}
+
+
 def _joblib_results(tasks: list[Task], jobs: int, shared: dict[tuple[Any, ...], SharedInputs]
                     ) -> Iterator[dict[str, Any]]:
+    """Rows of ``tasks`` as they finish.  A worker process that dies takes down joblib's whole
+    pool, and which point killed it is unknown: the points not finished yet are then run one
+    per pool, so the one that kills its worker is recorded as failed and the others go on."""
     if jobs == 1:
         for t in tasks:
             yield run_point(t, shared[inputs_key(t.model, t.study)])
         return
     from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", batch_size=1) as par:
-        yield from par(delayed(run_point)(t, shared[inputs_key(t.model, t.study)]) for t in tasks)
+    left = {t.key: t for t in tasks}
+    try:
+        with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", batch_size=1) as par:
+            for row in par(delayed(_point_in_worker)(t, shared[inputs_key(t.model, t.study)]) for t in tasks):
+                left.pop(row["key"], None)
+                yield row
+        return
+    except TerminatedWorkerError:
+        pass
+    for t in list(left.values()):  # one point per pool: a death is that point's
+        try:
+            with Parallel(n_jobs=2, backend="loky", batch_size=1) as par:
+                (row,) = par([delayed(_point_in_worker)(t, shared[inputs_key(t.model, t.study)])])
+        except TerminatedWorkerError as err:
+            row = _worker_died(t, err)
+        yield row
 
 
 @contextmanager
