@@ -174,6 +174,15 @@ def test_declared_network_trains_from_yaml(mnist_dir: Path, tmp_path: Path, monk
     from imac.nn.models import list_models
 
     assert "tiny-yaml-net" in [m.name for m in list_models()]
+    code, out, err = _cli(capsys, "evaluate", str(spec), "--data-dir", str(mnist_dir), "--limit", "50", "--json")
+    assert code == 0, err
+    # the YAML edited after training: its checkpoint no longer fits it, and the command says so
+    spec.write_text(spec.read_text().replace("hidden: [8]", "hidden: [12]"))
+    from imac.nn import models
+
+    models._SESSION.clear()
+    code, _, err = _cli(capsys, "evaluate", str(spec), "--data-dir", str(mnist_dir), "--limit", "50")
+    assert code == 2 and "another version" in err and "head" in err and "imac train" in err
 
 
 @pytest.mark.parametrize("body, message", [

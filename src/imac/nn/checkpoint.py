@@ -192,9 +192,10 @@ def network_spec_of(payload: dict[str, Any], path: str | Path = "<checkpoint>") 
 def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "<checkpoint>"
                           ) -> ImacNet:
     """Build the checkpoint's network and load its weights."""
-    from imac.nn.models import ImacNet
+    from imac.nn.models import ImacNet, check_against_named_spec
 
     spec = network_spec_of(payload, path)
+    check_against_named_spec(spec, path)
     trunk = None
     program = None
     if spec.imported:

@@ -459,6 +459,19 @@ def _register_session(ms: ModelSpec) -> None:
     _SESSION.setdefault(ms.name, ms)
 
 
+def check_against_named_spec(spec: NetworkSpec, path: str | Path) -> None:
+    """A checkpoint of a network that was named on the command line by its spec YAML must have
+    been trained from that spec (up to the description): otherwise the YAML was edited since."""
+    named = _SESSION.get(spec.name)
+    if named is None or not named.source.endswith((".yaml", ".yml")):
+        return
+    a, b = named.spec.model_dump(mode="json"), spec.model_dump(mode="json")
+    changed = [k for k in a if k != "description" and a[k] != b.get(k)]
+    if changed:
+        raise DataError(f"{path} was trained from another version of {named.source} (differs in: "
+                        f"{', '.join(changed)}); retrain it with `imac train {named.source} --overwrite`")
+
+
 def explicit_checkpoint(name: str) -> Path | None:
     """The checkpoint file a network was named by on the command line, if it was."""
     return _EXPLICIT_CHECKPOINTS.get(name)
