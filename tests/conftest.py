@@ -51,3 +51,16 @@ def requires_ngspice() -> None:
     """Fixture form of the skip, for (module- or session-scoped) fixtures that run ngspice."""
     if not ngspice_available():
         pytest.skip(NGSPICE_SKIP_REASON)
+
+
+@pytest.fixture(scope="session")
+def mnist_available() -> bool:
+    """Skip (with where it looked) when the real MNIST test set cannot be loaded."""
+    from imac.errors import DataError
+    from imac.nn.data import load_mnist
+
+    try:
+        load_mnist("test")
+    except DataError:
+        pytest.skip("MNIST not found (../shared/data or IMAC_DATA_DIR)")
+    return True

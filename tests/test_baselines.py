@@ -62,18 +62,6 @@ def test_more_adc_bits_cost_more_energy(rng: np.random.Generator) -> None:
     assert e[1] > e[0]
 
 
-@pytest.fixture(scope="module")
-def mnist_available() -> bool:
-    from imac.errors import DataError
-    from imac.nn.data import load_mnist
-
-    try:
-        load_mnist("test")
-    except DataError:
-        pytest.skip("MNIST not found (../shared/data or IMAC_DATA_DIR)")
-    return True
-
-
 @pytest.mark.slow
 def test_simulate_and_compare_commands_on_the_committed_mlp(mnist_available: bool) -> None:
     from imac.cli import app

@@ -178,14 +178,7 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> Pipeline:
-    from imac.errors import DataError
-    from imac.nn.data import load_mnist
-
-    try:
-        load_mnist("test")
-    except DataError:
-        pytest.skip("MNIST not found (../shared/data or IMAC_DATA_DIR)")
+def pipeline(mnist_available: bool) -> Pipeline:
     return Pipeline()
 
 

@@ -35,16 +35,6 @@ def _write(folder: Path, data: dict, name: str = "study.yaml") -> Path:
     return p
 
 
-def _needs_mnist() -> None:
-    from imac.errors import DataError
-    from imac.nn.data import load_mnist
-
-    try:
-        load_mnist("test")
-    except DataError:
-        pytest.skip("MNIST not found (../shared/data or IMAC_DATA_DIR)")
-
-
 def _table(folder: Path) -> list[dict]:
     """The sweep's rows without the columns that legitimately differ between runs."""
     rows = read_points(folder).to_pylist()
@@ -108,9 +98,8 @@ def test_bad_study_refused_before_work(tmp_path: Path, change: dict, message: st
 
 # -- running ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+def reference(tmp_path_factory: pytest.TempPathFactory, mnist_available: bool) -> tuple[Path, list[dict]]:
     """The small study through joblib with 2 processes."""
-    _needs_mnist()
     root = tmp_path_factory.mktemp("ref")
     study = _write(root, SMALL)
     res = run_sweep(study, root / "out", jobs=2, progress=False)
@@ -196,8 +185,7 @@ def test_a_dying_worker_costs_only_its_point(reference: tuple[Path, list[dict]],
     assert _table(tmp_path / "out") == reference[1]
 
 
-def test_failing_point_recorded(tmp_path: Path) -> None:
-    _needs_mnist()
+def test_failing_point_recorded(tmp_path: Path, mnist_available: bool) -> None:
     study = _write(tmp_path, {**SMALL, "axes": [{"path": "neuron.model_card", "values": [None, "/no/such/card.pm"]}]})
     res = run_sweep(study, tmp_path / "out", progress=False)
     assert (res.total, res.computed, res.failed) == (4, 4, 2)
@@ -258,11 +246,10 @@ def test_load_study_reports_path(tmp_path: Path) -> None:
         load_study(p)
 
 
-def test_search_through_the_same_table(tmp_path: Path) -> None:
+def test_search_through_the_same_table(tmp_path: Path, mnist_available: bool) -> None:
     """The optional Optuna search: trials run through the sweep's executor into the same table,
     and a rerun reuses every finished point the seeded sampler proposes again."""
     pytest.importorskip("optuna")
-    _needs_mnist()
     data = {"name": "search", "models": ["mlp-mnist"], "metrics": {"fidelity": "behavioral", "images": 100},
             "axes": [{"path": "subarray.rows", "values": [16, 32, 64]},
                      {"path": "amplifier.max_gain", "logrange": {"start": 10, "stop": 1000, "num": 2}}],
