@@ -487,9 +487,9 @@ def _run_search(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str]
     done = {r["key"]: r for r in (table.to_pylist() if table is not None else []) if r["status"] == "ok"}
     bar = None
     if progress:
-        from tqdm import tqdm
+        from imac.progress import progress_bar
 
-        bar = tqdm(total=plan.study.search.trials, desc=plan.study.name, unit="trial", dynamic_ncols=True)
+        bar = progress_bar(total=plan.study.search.trials, desc=plan.study.name, unit="trial")
     counts = {"failed": 0}
 
     def write(pt: Point, res: dict[str, Any]) -> None:
@@ -533,9 +533,9 @@ def _run(plan: Plan, folder: Path, jobs: int, dask: tuple[str, int | str] | None
     computed = failed = 0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from imac.progress import progress_bar
 
-        bar = tqdm(total=len(plan.points), initial=skipped, desc=plan.study.name, unit="pt", dynamic_ncols=True)
+        bar = progress_bar(total=len(plan.points), initial=skipped, desc=plan.study.name, unit="pt")
     try:
         if tasks:
             if plan.study.metrics.head == "calibrated":

@@ -151,7 +151,7 @@ def finetune_hardware_aware(
     CPU trunk is untouched.  Adam on the shadow weights, clipped to [-1, 1] after each step,
     cross-entropy on the model's own read-out.  Returns per-epoch loss and accuracy.
     """
-    from tqdm import tqdm
+    from imac.progress import progress_bar
 
     head, aware, opt, x, y, gen = _training_setup(model, spec, rows, x_train, y_train, lr, seed, threads)
     history = []
@@ -159,8 +159,8 @@ def finetune_hardware_aware(
     for ep in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         tot_loss, correct = 0.0, 0
-        bar = tqdm(range(0, len(x), batch_size), desc=f"hardware-aware epoch {ep + 1}/{epochs}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(0, len(x), batch_size), desc=f"hardware-aware epoch {ep + 1}/{epochs}",
+                           enabled=progress, leave=False)
         for i in bar:
             idx = perm[i : i + batch_size]
             out = aware(x[idx])
@@ -172,7 +172,7 @@ def finetune_hardware_aware(
             head.clip_()
             tot_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         history.append({"epoch": ep + 1, "loss": tot_loss / len(x), "train_acc": correct / len(x)})
     head.eval()
     return history
@@ -204,7 +204,7 @@ def finetune_circuit_in_loop(
     head's current binary weights and returns a function from first-layer inputs to the
     circuit's per-layer z (V); it is rerun every ``recompile_every`` steps.
     """
-    from tqdm import tqdm
+    from imac.progress import progress_bar
 
     head, aware, opt, x, y, gen = _training_setup(model, spec, rows, x_train, y_train, lr, seed, threads)
     history = []
@@ -214,8 +214,8 @@ def finetune_circuit_in_loop(
     for ep in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         tot_loss, correct = 0.0, 0
-        bar = tqdm(range(0, len(x), batch_size), desc=f"circuit-in-the-loop epoch {ep + 1}/{epochs}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(0, len(x), batch_size), desc=f"circuit-in-the-loop epoch {ep + 1}/{epochs}",
+                           enabled=progress, leave=False)
         for i in bar:
             if circuit is None or frozen is None or step % recompile_every == 0:
                 head.eval()
@@ -242,7 +242,7 @@ def finetune_circuit_in_loop(
             step += 1
             tot_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         history.append({"epoch": ep + 1, "loss": tot_loss / len(x), "train_acc": correct / len(x)})
     head.eval()
     return history

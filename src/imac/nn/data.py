@@ -176,10 +176,9 @@ def _combined_sha256(paths: list[Path]) -> str:
 
 
 def _progress(total: int, desc: str):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
+    from imac.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False,
-                disable=total < 2000 or None)
+    return progress_bar(total=total, desc=desc, unit="img", leave=False, enabled=total >= 2000)
 
 
 def _cache_path(name: str, split: str, sha: str) -> Path:

@@ -39,10 +39,9 @@ EVAL_BATCH = 1000
 
 
 def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
+    from imac.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not enabled,
-                dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, leave=False, enabled=enabled)
 
 
 def _load(dataset: str, split: str, data_dir: str | Path | None,
@@ -238,7 +237,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
                 tot_ok += int((scores.argmax(1) == y).sum())
                 seen += len(idx)
                 bar.update(len(idx))
-                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_ok / seen:.4f}")
+                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_ok / seen:.4f}", refresh=False)
         dt = time.perf_counter() - t0
         seconds += dt
         test_acc = accuracies(model, test_set)
