@@ -1,6 +1,8 @@
 """The circuit fidelity's loaded-neuron batch solve (``simulate._solve_loaded_neurons``) against an
 independent tight float64 reference: the work arrays, block-by-block products, chunking, masking and
-threads that make it fast must not move its solution."""
+threads that make it fast must not move its solution.  Both paths: the numpy array operations
+(``IMAC_NUMBA=0``) and the compiled kernel (:mod:`imac.hardware.batch_kernels`, where numba is
+installed)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,22 @@ import numpy as np
 import pytest
 
 from imac.devices.neuron_curve import default_neuron_curve
+from imac.hardware import batch_kernels
 from imac.hardware import simulate as sim
 from imac.hardware.mapping import BinaryLayer, map_network
+
+needs_numba = pytest.mark.skipif(not batch_kernels._HAVE_NUMBA, reason="numba is not installed")
+PATHS = ["numpy", pytest.param("numba", marks=needs_numba)]
 
 
 @pytest.fixture(autouse=True)
 def _tile_cache_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "imac-cache"))
+
+
+def use_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setenv("IMAC_NUMBA", "1" if path == "numba" else "0")
+    assert sim.use_kernel() == (path == "numba")
 
 
 def reference_solve(ls: sim.LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarray
@@ -63,8 +74,11 @@ def loaded_network(rng: np.random.Generator) -> sim.CompiledNetwork:
                                x_op=rng.choice([-1.0, 1.0], (96, 64)))
 
 
-def test_loaded_solve_equals_a_float64_reference(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_loaded_solve_equals_a_float64_reference(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch,
+                                                 path: str) -> None:
     net = loaded_network(rng)
+    use_path(monkeypatch, path)
     x = rng.choice([-1.0, 1.0], (700, 64))  # two full chunks of 256 and a remainder
     out = sim.run_batch(net, x)
     checked = 0
@@ -81,9 +95,11 @@ def test_loaded_solve_equals_a_float64_reference(rng: np.random.Generator) -> No
     assert checked == 2
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_chunks_threads_and_a_dense_start_give_the_same_solution(rng: np.random.Generator,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                 monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     net = loaded_network(rng)
+    use_path(monkeypatch, path)
     x = rng.choice([-1.0, 1.0], (300, 64))
     base = sim.run_batch(net, x)
     monkeypatch.setattr(sim, "NEWTON_CHUNK_ELEMENTS", 37 * 45)  # ragged chunks of 37 images, masking and compaction
@@ -116,3 +132,29 @@ def test_block_product_equals_the_dense_product(rng: np.random.Generator) -> Non
     sim._block_product(x[3:33], runs, mats, out[3:33])
     np.testing.assert_allclose(out[3:33], x[3:33] @ dense, rtol=1e-5, atol=1e-5)
     assert np.isnan(out[:3]).all() and np.isnan(out[33:]).all()
+
+
+@needs_numba
+def test_the_compiled_kernel_equals_the_numpy_path(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # same algorithm, same float32 operations (the block products as OpenBLAS's fused chains): only
+    # the Sherman-Morrison sums add in another order, which moves the Newton iterates by rounding
+    net = loaded_network(rng)
+    x = rng.choice([-1.0, 1.0], (700, 64))
+    use_path(monkeypatch, "numpy")
+    ref = sim.run_batch(net, x)
+    use_path(monkeypatch, "numba")
+    out = sim.run_batch(net, x)
+    for la, lb in zip(ref, out, strict=True):
+        assert la.keys() == lb.keys()
+        for k in la:
+            np.testing.assert_allclose(lb[k], la[k], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.argmin(out[-1]["y"], axis=1), np.argmin(ref[-1]["y"], axis=1))
+
+
+def test_imac_numba_0_selects_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    for off in ("0", "false", "off"):
+        monkeypatch.setenv("IMAC_NUMBA", off)
+        assert not sim.use_kernel()
+    monkeypatch.delenv("IMAC_NUMBA")
+    assert sim.use_kernel() == batch_kernels._HAVE_NUMBA
+    assert not sim.use_kernel(deg1=sim.IV_POLY_DEGREE + 2)  # the kernel's degree is fixed: numpy for another

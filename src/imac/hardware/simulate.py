@@ -526,8 +526,26 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     rows = max(16, min(NEWTON_CHUNK_ELEMENTS // n, BLAS_SERIAL_MNK // max(size for _, size, _ in plan.runs) ** 2))
     starts = list(range(0, b, rows))
     threads = min(newton_threads(), len(starts))
+    kernel: tuple[Any, ...] | None = None
+
+    if use_kernel(plan.deg1):
+        kernel = _kernel_args(ls, plan, start)
+        z_prev = np.ascontiguousarray(z_prev, dtype=np.float64)
+        y_prev = np.ascontiguousarray(y_prev, dtype=np.float64)
 
     def work(part: list[int]) -> None:  # in place on disjoint rows of s, d and v_in
+        if kernel is not None:
+            from imac.hardware.batch_kernels import solve_chunk
+
+            m = min(rows, b)
+            npad = kernel[6].shape[0] * kernel[6].shape[1]
+            kws = (np.empty((m, plan.deg1, npad), F32), np.empty((m, npad), F32), np.empty((m, npad), F32),
+                   np.empty((m, len(ls.blocks)), F32), np.empty(m, np.bool_))
+            for i in part:
+                sl = slice(i, i + rows)
+                k = min(rows, b - i)
+                solve_chunk(z_prev[sl], y_prev[sl], *kernel, *(w[:k] for w in kws), s[sl], d[sl], v_in[sl])
+            return
         ws = _Workspace(plan.deg1, min(rows, b), n)
         for i in part:
             sl = slice(i, i + rows)
@@ -541,6 +559,58 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     else:
         work(starts)
     return np.add(s @ ls.a_t, ls.z_const), d, v_in
+
+
+def use_kernel(deg1: int = IV_POLY_DEGREE + 1) -> bool:
+    """Whether the loaded-neuron solve runs the compiled kernel (:mod:`imac.hardware.batch_kernels`:
+    numba installed, ``$IMAC_NUMBA`` not ``0``, and the kernel's polynomial degree) instead of the
+    numpy array operations."""
+    from imac.hardware import batch_kernels
+
+    return deg1 == batch_kernels.DEG1 and batch_kernels.available()
+
+
+def _kernel_args(ls: LoadedSolver, plan: _Plan, start: list[np.ndarray] | None) -> tuple[Any, ...]:
+    """The layer's tables in the padded layout :func:`imac.hardware.batch_kernels.solve_chunk`
+    takes (block b's lines in slots b * smax ..; see its doc), between its inputs
+    (z_prev, y_prev) and its work and output arrays."""
+    n = ls.a_t.shape[0]
+    nb = len(ls.blocks)
+    sizes = np.array([e - a for a, e in ls.blocks], np.int64)
+    smax = -(-int(sizes.max()) // 8) * 8  # slots per block: a multiple of 8 (the kernel's block product)
+    slot = np.concatenate([b * smax + np.arange(sz) for b, sz in enumerate(sizes)])  # each line's slot
+    block = np.repeat(np.arange(nb), sizes)
+
+    def padded(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        out = np.full(nb * smax, fill, F32)
+        out[slot] = values
+        return out
+
+    def blocks3(mats: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((nb, smax, smax), F32)
+        for b, mat in enumerate(mats):
+            out[b, : mat.shape[0], : mat.shape[1]] = mat
+        return out
+
+    if plan.kernel is None:
+        lines = np.arange(n)
+        tab = np.concatenate([plan.lo, plan.dz_coef]).T  # (intervals, 2 (deg + 1))
+        bstart = np.array([a for a, _ in ls.blocks] + [n], np.int64)
+        plan.kernel = (
+            (np.vstack([tab, np.zeros((1, tab.shape[1]), F32)]), float(ls.z_first), F32(1.0 / ls.dz),
+             F32(tab.shape[0] - 1e-3), bstart, -(-sizes // 8) * 8, blocks3(ls.y_t)),
+            (padded(ls.i_const), padded(ls.y_hat, 1.0), padded(ls.u[lines, block]), padded(ls.v[lines, block]),
+             padded(ls.vu[lines, block]), np.ascontiguousarray(ls.kappa, F32), padded(ls.r_line),
+             F32(NEWTON_TOLERANCE_V / ls.v_half), F32(NEWTON_S_LIMIT), float(NEWTON_REFRESH_STEP),
+             NEWTON_JACOBIAN_STEPS, NEWTON_MAX_ITERATIONS, float(ls.v_half), float(ls.v_centre)),
+        )
+    head, tail = plan.kernel
+    if start is None:  # someone set a start that is not block diagonal: one dense product
+        st3, dense = np.zeros((nb, smax, smax), F32), np.ascontiguousarray(ls.start[:n], F32)
+    else:
+        st3 = blocks3([blk for run in start for blk in run])
+        dense = np.empty((0, 0), F32)
+    return (*head, st3, dense, padded(ls.start[n]), *tail)
 
 
 def newton_threads() -> int:
@@ -568,6 +638,7 @@ class _Plan:
     vu_runs: list[np.ndarray]  # per run (blocks, size, 1) float32
     kappa_runs: list[np.ndarray]  # per run (blocks, 1, 1) float32
     off_block: np.ndarray  # (n, n) bool: outside the diagonal blocks
+    kernel: tuple[Any, ...] | None = None  # the tables in the compiled kernel's flat form (_kernel_args)
 
 
 def _block_runs(blocks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
