@@ -98,7 +98,9 @@ def solve_chunk(z_prev, y_prev, tab, z_first, inv_dz, fz_max, bstart, sizes, y3,
     slope = np.empty((G, npad), f32)
     tmp = np.empty((G, npad), f32)
     acc = np.empty((G, npad), f32)
-    lane = np.empty(smax, f32)
+    tmp_bits = tmp.view(np.int32)
+    top_bits = np.zeros(1, np.int32)
+    top_f = top_bits.view(f32)
     dense_s = np.empty(n, f32)
     steps = np.empty(m, f32)
     idx = np.empty(G, np.int64)
@@ -261,7 +263,9 @@ def solve_chunk(z_prev, y_prev, tab, z_first, inv_dz, fz_max, bstart, sizes, y3,
                     tb = tsum[g, b]
                     for q in range(smax):
                         cur3[g, b, q] += tb * u3[b, q] * dinv3[ii, b, q]
-            # the step, clipped to the rails' neighbourhood; its size per image
+            # the step, clipped to the rails' neighbourhood; its size per image, as the largest
+            # bit pattern of |r| (non-negative floats order as their bits; an integer maximum
+            # vectorizes, and a NaN step stays NaN, as in numpy)
             for g in range(cnt):
                 ii = idx[g]
                 for k in range(npad):
@@ -271,15 +275,11 @@ def solve_chunk(z_prev, y_prev, tab, z_first, inv_dz, fz_max, bstart, sizes, y3,
                     x = s_limit if x > s_limit else x
                     sp[ii, k] = x  # a NaN stays NaN (run_batch refuses it), as with np.clip
                     tmp[g, k] = abs(r)
-                for q in range(smax):
-                    lane[q] = zero
-                for b in range(nb):
-                    for q in range(smax):
-                        x = tmp3[g, b, q]
-                        lane[q] = x if x > lane[q] else lane[q]
-                step = zero
-                for q in range(smax):
-                    step = lane[q] if lane[q] > step else step
+                top = np.int32(0)
+                for k in range(npad):
+                    top = max(top, tmp_bits[g, k])
+                top_bits[0] = top
+                step = top_f[0]
                 steps[ii] = step
                 if step >= tol:
                     n_left += 1

@@ -594,11 +594,14 @@ def _kernel_args(ls: LoadedSolver, plan: _Plan, start: list[np.ndarray] | None) 
 
     if plan.kernel is None:
         lines = np.arange(n)
-        tab = np.concatenate([plan.lo, plan.dz_coef]).T  # (intervals, 2 (deg + 1))
+        # per z interval the coefficients of s^j, then their change (one 64-byte row), then the
+        # padding's row of zeros
+        tab = np.zeros((plan.lo.shape[1] + 1, 2 * plan.deg1), F32)
+        tab[:-1] = np.concatenate([plan.lo, plan.dz_coef]).T
         bstart = np.array([a for a, _ in ls.blocks] + [n], np.int64)
         plan.kernel = (
-            (np.vstack([tab, np.zeros((1, tab.shape[1]), F32)]), float(ls.z_first), F32(1.0 / ls.dz),
-             F32(tab.shape[0] - 1e-3), bstart, -(-sizes // 8) * 8, blocks3(ls.y_t)),
+            (tab, float(ls.z_first), F32(1.0 / ls.dz), F32(plan.lo.shape[1] - 1e-3), bstart, -(-sizes // 8) * 8,
+             blocks3(ls.y_t)),
             (padded(ls.i_const), padded(ls.y_hat, 1.0), padded(ls.u[lines, block]), padded(ls.v[lines, block]),
              padded(ls.vu[lines, block]), np.ascontiguousarray(ls.kappa, F32), padded(ls.r_line),
              F32(NEWTON_TOLERANCE_V / ls.v_half), F32(NEWTON_S_LIMIT), float(NEWTON_REFRESH_STEP),
