@@ -13,7 +13,11 @@ For each trained head (the calibrated checkpoint, as `imac simulate` uses), in t
   product of the layer's inputs with its sign weights (plus the bias, times the trained volts per
   unit sum) and the trained neuron curve on the result, the binary network's math.  Best of 5
   each, the two timed alternately so that a change of load hits both; **batch ratio** = circuit /
-  ideal (target <= 2), and images per second at circuit fidelity;
+  ideal (target <= 2), and images per second at circuit fidelity.  Where numba is installed the
+  circuit batch runs the compiled loaded-neuron kernel (:mod:`imac.hardware.batch_kernels`); its
+  numpy path (``IMAC_NUMBA=0``) is timed in the same rounds and reported beside it.  The kernel is
+  compiled, or loaded from numba's on-disk cache, before any timing (the build's too), and that
+  one-off time is reported as "kernel load";
 * with ``--device cuda`` (or ``cpu``) also the circuit batch with torch tensors on that device.
 
 Timings on a shared machine are noisy: only the ratios, measured in the same run, are compared
@@ -38,9 +42,10 @@ from typing import Any
 def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[str, Any]:
     from imac.circuit.solve import solve_subarray
     from imac.config import ImacSpec
+    from imac.hardware.batch_kernels import warm_up
     from imac.hardware.engine import Fidelity, build_head
     from imac.hardware.network import best_of, hardware_curve, imac_inputs, operating_point_inputs, select_head
-    from imac.hardware.simulate import _tile_subarray
+    from imac.hardware.simulate import _tile_subarray, use_kernel
     from imac.hardware.tiles import default_cache
     from imac.nn.data import load_dataset
 
@@ -55,6 +60,7 @@ def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[st
     def build() -> Any:  # the operating point and the neuron are inputs here: the build alone is timed
         return build_head(model, spec, Fidelity.CIRCUIT, x_op=x_op, curve=curve)
 
+    first_call = warm_up()  # numba imported and the kernel compiled or loaded: once per process
     saved = os.environ.get("IMAC_CACHE_DIR")
     os.environ["IMAC_CACHE_DIR"] = "off"  # cold: nothing read from or written to disk
     try:
@@ -76,15 +82,33 @@ def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[st
     one_tile = best_of(lambda: solve_subarray(sub), repeat)
     n_tiles = netmap.n_subarrays
     ideal = head.at(Fidelity.IDEAL)
-    t_ideal = t_circuit = float("inf")
-    for _ in range(repeat):  # alternately: a change of load on the shared machine hits both
+    kernel = use_kernel()
+    head.run(x[:64])  # warm-up
+
+    def numpy_path() -> Any:
+        saved = os.environ.get("IMAC_NUMBA")
+        os.environ["IMAC_NUMBA"] = "0"
+        try:
+            return head.run(x)
+        finally:
+            if saved is None:
+                os.environ.pop("IMAC_NUMBA")
+            else:
+                os.environ["IMAC_NUMBA"] = saved
+
+    t_ideal = t_circuit = t_numpy = float("inf")
+    for _ in range(repeat):  # alternately: a change of load on the shared machine hits all
         t_ideal = min(t_ideal, best_of(lambda: ideal.run(x), 1))
         t_circuit = min(t_circuit, best_of(lambda: head.run(x), 1))
+        if kernel:
+            t_numpy = min(t_numpy, best_of(numpy_path, 1))
     acc = head.accuracy(x, test.labels)
     row = {"model": name, "tiles": n_tiles, "tile_shape": list(first.shape), "build_cold_s": cold,
            "build_warm_s": warm, "one_tile_s": one_tile, "build_ratio": cold / (n_tiles * one_tile),
            "images": len(x), "ideal_s": t_ideal, "circuit_s": t_circuit, "batch_ratio": t_circuit / t_ideal,
-           "images_per_s": len(x) / t_circuit, "accuracy": acc}
+           "images_per_s": len(x) / t_circuit, "accuracy": acc, "kernel": kernel, "first_call_s": first_call}
+    if kernel:
+        row.update({"numpy_s": t_numpy, "numpy_ratio": t_numpy / t_ideal, "numpy_images_per_s": len(x) / t_numpy})
     if device:
         head.run(x[:256], device=device)  # warm-up (CUDA context, kernels)
         t_dev = best_of(lambda: head.run(x, device=device), repeat)
@@ -94,15 +118,21 @@ def bench_head(name: str, device: str | None = None, repeat: int = 5) -> dict[st
 
 def table(rows: list[dict[str, Any]]) -> str:
     dev = any("device" in r for r in rows)
+    kernel = any(r["kernel"] for r in rows)
     head = ["head", "tiles", "build cold (s)", "build warm (s)", "one tile (s)", "build / (tiles x one tile)",
-            "images", "batch circuit / ideal", "circuit images/s", "accuracy"]
+            "images", "batch circuit / ideal", "circuit images/s", "accuracy", "kernel load (s)"]
+    if kernel:
+        head += ["numpy path: circuit / ideal", "numpy path images/s"]
     if dev:
         head += ["device", "device images/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], str(r["tiles"]), f"{r['build_cold_s']:.2f}", f"{r['build_warm_s']:.2f}",
-                 f"{r['one_tile_s']:.4f}", f"{r['build_ratio']:.2f}", str(r["images"]), f"{r['batch_ratio']:.2f}",
-                 f"{r['images_per_s']:,.0f}", f"{100 * r['accuracy']:.2f} %"]
+                 f"{r['one_tile_s']:.4f}", f"{r['build_ratio']:.2f}", str(r["images"]),
+                 f"{r['batch_ratio']:.2f}" + (" (numba)" if r["kernel"] else " (numpy)"),
+                 f"{r['images_per_s']:,.0f}", f"{100 * r['accuracy']:.2f} %", f"{r['first_call_s']:.2f}"]
+        if kernel:
+            cells += [f"{r['numpy_ratio']:.2f}", f"{r['numpy_images_per_s']:,.0f}"] if r["kernel"] else ["-", "-"]
         if dev:
             cells += [r.get("device", "-"), f"{r['device_images_per_s']:,.0f}" if "device" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -371,3 +371,23 @@ def _block_product4(x, ix, mats, b, out, size):  # pragma: no cover - compiled
                 c3, m3, _fma(c2, m2, _fma(c1, m1, _fma(c0, m0, out[2, b, q]))))))))
             out[3, b, q] = _fma(d7, m7, _fma(d6, m6, _fma(d5, m5, _fma(d4, m4, _fma(
                 d3, m3, _fma(d2, m2, _fma(d1, m1, _fma(d0, m0, out[3, b, q]))))))))
+
+
+def warm_up() -> float:
+    """Compile the kernel (or load it from numba's cache) on a tiny dummy chunk, with the argument
+    types of a real solve; returns the seconds it took (0 where the kernel is not used)."""
+    import time
+
+    if not available():
+        return 0.0
+    t0 = time.perf_counter()
+    f32, m, n, nb, smax = np.float32, 1, 8, 1, 8
+    tab = np.zeros((2, 2 * DEG1), f32)
+    y3 = np.zeros((nb, smax, smax), f32)
+    per_slot = [np.ones(nb * smax, f32) for _ in range(7)]  # i_const, y_hat, u, v, vu, kappa, r_line
+    solve_chunk(np.zeros((m, n)), np.zeros((m, n)), tab, 0.0, f32(1.0), f32(0.5), np.array([0, n]),
+                np.array([smax]), y3, y3.copy(), np.empty((0, 0), f32), np.zeros(nb * smax, f32), *per_slot[:6],
+                per_slot[6], f32(1e-5), f32(1.05), 0.01, 2, 12, 1.0, 0.0, np.empty((m, DEG1, nb * smax), f32),
+                np.empty((m, nb * smax), f32), np.empty((m, nb * smax), f32), np.empty((m, nb), f32),
+                np.empty(m, np.bool_), np.empty((m, n), f32), np.empty((m, n)), np.empty((m, n)))
+    return time.perf_counter() - t0

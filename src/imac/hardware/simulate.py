@@ -16,6 +16,7 @@ neuron is a falling sigmoid; same convention as :mod:`imac.nn.models`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -525,39 +526,43 @@ def _solve_loaded_neurons(ls: LoadedSolver, z_prev: np.ndarray, y_prev: np.ndarr
     # size) below OpenBLAS's threading size
     rows = max(16, min(NEWTON_CHUNK_ELEMENTS // n, BLAS_SERIAL_MNK // max(size for _, size, _ in plan.runs) ** 2))
     starts = list(range(0, b, rows))
-    threads = min(newton_threads(), len(starts))
-    kernel: tuple[Any, ...] | None = None
-
-    if use_kernel(plan.deg1):
-        kernel = _kernel_args(ls, plan, start)
+    kernel = _kernel_args(ls, plan, start) if use_kernel(plan.deg1) else None
+    if kernel is not None:
         z_prev = np.ascontiguousarray(z_prev, dtype=np.float64)
         y_prev = np.ascontiguousarray(y_prev, dtype=np.float64)
+    threads = min(newton_threads(kernel is not None), len(starts))
+    todo = iter(starts)
+    lock = threading.Lock()
 
-    def work(part: list[int]) -> None:  # in place on disjoint rows of s, d and v_in
+    def take() -> int | None:  # chunks are handed out one at a time: a slowed thread takes fewer
+        with lock:
+            return next(todo, None)
+
+    def work(_: int) -> None:  # in place on disjoint rows of s, d and v_in
+        m = min(rows, b)
         if kernel is not None:
             from imac.hardware.batch_kernels import solve_chunk
 
-            m = min(rows, b)
             npad = kernel[6].shape[0] * kernel[6].shape[1]
             kws = (np.empty((m, plan.deg1, npad), F32), np.empty((m, npad), F32), np.empty((m, npad), F32),
                    np.empty((m, len(ls.blocks)), F32), np.empty(m, np.bool_))
-            for i in part:
-                sl = slice(i, i + rows)
+        else:
+            ws = _Workspace(plan.deg1, m, n)
+        while (i := take()) is not None:
+            sl = slice(i, i + rows)
+            if kernel is not None:
                 k = min(rows, b - i)
                 solve_chunk(z_prev[sl], y_prev[sl], *kernel, *(w[:k] for w in kws), s[sl], d[sl], v_in[sl])
-            return
-        ws = _Workspace(plan.deg1, min(rows, b), n)
-        for i in part:
-            sl = slice(i, i + rows)
-            _chunk(ls, plan, ws, start, z_prev[sl], y_prev[sl], s[sl], d[sl], v_in[sl])
+            else:
+                _chunk(ls, plan, ws, start, z_prev[sl], y_prev[sl], s[sl], d[sl], v_in[sl])
 
-    if threads > 1:  # numpy releases the GIL in the chunks' array operations
+    if threads > 1:  # numpy's array operations and the compiled kernel release the GIL
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(work, [starts[k::threads] for k in range(threads)]))
+            list(pool.map(work, range(threads)))
     else:
-        work(starts)
+        work(0)
     return np.add(s @ ls.a_t, ls.z_const), d, v_in
 
 
@@ -616,13 +621,23 @@ def _kernel_args(ls: LoadedSolver, plan: _Plan, start: list[np.ndarray] | None) 
     return (*head, st3, dense, padded(ls.start[n]), *tail)
 
 
-def newton_threads() -> int:
-    """Threads for the Newton chunks of a batch: ``$IMAC_THREADS`` (default 1: on the shared
-    2-core development machine 2 threads were measured slower, not faster)."""
+def newton_threads(kernel: bool = False) -> int:
+    """Threads for the Newton chunks of a batch: ``$IMAC_THREADS`` when set.  Otherwise 1 for the
+    numpy path (on the shared 2-core development machine 2 threads were slower than one), and for
+    the compiled kernel as many as BLAS may use (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``
+    when set, as joblib's workers and ``--blas-threads`` do, else the cores this process may run
+    on): its chunks are handed out one at a time, and 2 threads were faster on 2 loaded cores."""
     import os
 
     env = os.environ.get("IMAC_THREADS")
-    return max(1, int(env)) if env else 1
+    if env:
+        return max(1, int(env))
+    if not kernel:
+        return 1
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip().isdigit():
+            return max(1, int(os.environ[var]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
