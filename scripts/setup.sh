@@ -20,9 +20,13 @@ fi
 
 if ! $PY -c "import imac, pytest, hypothesis" >/dev/null 2>&1 || [ pyproject.toml -nt .setup-stamp ]; then
   echo "[setup] installing imac and its dependencies"
-  # the installed torch is pinned: no dependency may swap it for another (CUDA) build
+  # the installed torch is pinned: no dependency may swap it for another (CUDA) build; so is an
+  # installed numpy, so that numba cannot make pip change it
   pin=$(mktemp); trap 'rm -f "$pin"' EXIT
   echo "torch==$($PY -c 'import torch; print(torch.__version__)')" > "$pin"
+  if $PY -c "import numpy" >/dev/null 2>&1; then
+    echo "numpy==$($PY -c 'import numpy; print(numpy.__version__)')" >> "$pin"
+  fi
   $PY -m pip install -q -c "$pin" -e ".[dev]"
   # the ONNX route's converter, without torchvision (its CUDA wheel would replace the CPU torch;
   # onnx2torch needs it only for NMS/RoIAlign, see docs/import.md)
