@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from imac.errors import ConfigError
-from imac.nn.models import ImacNet, ModelSpec, _register_session, data_info
+from imac.nn.models import ImacNet, ImportedTrunk, ModelSpec, _register_session, data_info
 from imac.nn.netspec import ACTIVATIONS, network_from_dict
 from imac.nn.train import TrainResult, train
+from imac.provenance import file_sha256
 
 FLOAT_HEAD_TOLERANCE = 1e-4  # largest |logit| difference for the rebuilt float head to stand for the user's
 DEFAULT_EPOCHS = 20
@@ -50,14 +51,13 @@ class ImportRecord:
 
 
 def _sha256(path: Path) -> str:
+    """A file's digest, or a folder's: over its files' names and digests."""
+    if not path.is_dir():
+        return file_sha256(path)
     h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(p.name.encode())
-                h.update(p.read_bytes())
-    else:
-        h.update(path.read_bytes())
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(path)}\0{file_sha256(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -203,24 +203,12 @@ def _float_head_matches(model: ImacNet, split: Any, dataset: str) -> bool:
     return float((ours - theirs).abs().max()) <= FLOAT_HEAD_TOLERANCE
 
 
-def trunk_from_program(program: Any, input_shape: tuple[int, ...] | list[int]) -> nn.Module:
+def trunk_from_program(program: Any, input_shape: tuple[int, ...] | list[int]) -> ImportedTrunk:
     """The trunk module of an imported network from its exported program (as imported, and as
     read back from a checkpoint: the same modules, so the same state_dict keys)."""
     from imac.nn.importers.split import _callable
 
-    return _Reshaped(_callable(program), tuple(input_shape))
-
-
-class _Reshaped(nn.Module):
-    """The user's trunk on the network input reshaped to the shape it was traced with."""
-
-    def __init__(self, trunk: Any, input_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.inner = trunk  # a module (registered: its parameters train with --finetune-trunk) or a callable
-        self.input_shape = tuple(int(d) for d in input_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.reshape(x.shape[0], *self.input_shape))
+    return ImportedTrunk(_callable(program), input_shape)
 
 
 def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...], n_classes: int, epochs: int,

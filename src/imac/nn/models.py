@@ -160,18 +160,21 @@ def float_mlp(sizes: list[int], activation: str | tuple[str, ...], dropout: floa
     return nn.Sequential(*layers)
 
 
-class _Frozen(nn.Module):
-    """A traced trunk: kept in inference mode (an exported program has no training mode)."""
+class ImportedTrunk(nn.Module):
+    """An imported network's trunk, its traced program: run on the network input reshaped to the
+    shape it was traced with, its output flattened to (N, F) features, and kept in inference mode
+    (an exported program has no training mode; ``--finetune-trunk`` still trains its parameters)."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, program: Any, input_shape: tuple[int, ...] | list[int]) -> None:
         super().__init__()
-        self.module = module
+        self.inner = program  # a module (registered: its parameters train) or a batch-1 callable
+        self.input_shape = tuple(int(d) for d in input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.module(x)
+        y = self.inner(x.reshape(x.shape[0], *self.input_shape))
         return y.reshape(y.shape[0], -1)
 
-    def train(self, mode: bool = True) -> _Frozen:
+    def train(self, mode: bool = True) -> ImportedTrunk:
         self.training = mode  # the wrapped program stays as exported
         return self
 
@@ -179,7 +182,7 @@ class _Frozen(nn.Module):
 class ImacNet(nn.Module):
     """A network built from its :class:`~imac.nn.netspec.NetworkSpec` (see the module docstring).
 
-    ``trunk``: the trunk module of an imported network (``spec.trunk == "imported"``)."""
+    ``trunk``: the :class:`ImportedTrunk` of an imported network (``spec.trunk == "imported"``)."""
 
     def __init__(self, spec: NetworkSpec, trunk: nn.Module | None = None) -> None:
         super().__init__()
@@ -200,7 +203,7 @@ class ImacNet(nn.Module):
         elif spec.imported:
             if trunk is None:
                 raise ConfigError(f"network {spec.name}: an imported trunk must come with its program")
-            self.trunk = _Frozen(trunk)
+            self.trunk = trunk
             with torch.no_grad():
                 features = int(self.trunk(torch.zeros((2, *in_shape))).shape[1])
         elif spec.trunk:

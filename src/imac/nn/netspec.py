@@ -124,7 +124,7 @@ def _parse_layer(item: Any) -> dict[str, Any]:
         return item.model_dump()
     if isinstance(item, str):
         return {"kind": item}
-    if (isinstance(item, dict) and set(item) == {"kind", "args"}) or (isinstance(item, dict) and set(item) == {"kind"}):
+    if isinstance(item, dict) and set(item) in ({"kind", "args"}, {"kind"}):
         return dict(item)
     if isinstance(item, dict) and len(item) == 1:
         (kind, args), = item.items()

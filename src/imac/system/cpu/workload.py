@@ -6,7 +6,7 @@ import itertools
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from imac.config.system import BYTES_PER_ELEMENT
@@ -208,14 +208,12 @@ def _trace(model: Any, batch: int, fc: str, name: str) -> Workload:
         if head is not None:
             layers += _walk(head, x.reshape(batch, -1), "float_head")[0]
         elif program is not None:  # the user's float head could not be rebuilt exactly: same sizes, ReLU
-            layers += [LayerWork(f"float_head.{lw.name}", *list(lw.__dict__.values())[1:])
-                       for lw in mlp_workload(model.fc_layer_sizes(), batch, "ReLU").layers
-                       if not (lw.kind == "act" and lw.name == f"fc{len(model.fc_layer_sizes()) - 2}.act")]
+            # mlp_workload puts an activation after every layer: the logits have none
+            layers += [replace(lw, name=f"float_head.{lw.name}")
+                       for lw in mlp_workload(model.fc_layer_sizes(), batch, "ReLU").layers[:-1]]
     elif fc == "binary":
         sizes = model.fc_layer_sizes()
-        layers += [LayerWork(f"head.{lw.name}", lw.kind, lw.macs, lw.ops, lw.weights, lw.biases, lw.in_elems,
-                             lw.out_elems, lw.out_channels, lw.in_shape, lw.out_shape)
-                   for lw in mlp_workload(sizes, batch).layers]
+        layers += [replace(lw, name=f"head.{lw.name}") for lw in mlp_workload(sizes, batch).layers]
     if not layers:
         raise ConfigError(f"model {name} has no layers for the CPU model (fc={fc!r}): nothing to cost")
     return Workload(name, batch, tuple(layers))
