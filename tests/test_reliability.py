@@ -4,6 +4,7 @@ config file is data, interrupts of every kind clean up, every failure is one cle
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,7 +230,13 @@ def test_sigkill_then_rerun_then_sigterm_of_reproduce(user_folder: Path) -> None
     def partials() -> list[Path]:
         return sorted(out.parent.glob(".r.imac-partial-*")) if out.parent.exists() else []
 
-    env = {**os.environ, "IMAC_SPICE_TIMEOUT": "120"}
+    # Each ngspice run of the neuron stage lasts well under a second, too short to be seen reliably by
+    # polling (CI missed all of them once); a wrapper that waits before running the real ngspice keeps
+    # every run visible for seconds, with its netlist path on the command line as before.
+    slow = user_folder.parent / "slow-ngspice"
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {shutil.which("ngspice")} "$@"\n')
+    slow.chmod(0o755)
+    env = {**os.environ, "IMAC_SPICE_TIMEOUT": "120", "IMAC_NGSPICE": str(slow)}
     first = subprocess.Popen([*IMAC, "reproduce", "--quick", "--out", str(out)], cwd=user_folder, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
