@@ -207,6 +207,196 @@ input_shape: [8, 7, 3]
     assert load_user_dataset(spec.model_copy(update={"input_shape": [8, 7, 1]}), "train").images.shape == (6, 8, 7, 1)
 
 
+# -- image folders: colour modes and resize -------------------------------------------------
+def save_image(path: Path, arr: np.ndarray, mode: str | None = None) -> None:
+    """``arr`` saved at ``path`` (format from the suffix), converted to ``mode`` first if given."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(arr)
+    (im.convert(mode) if mode else im).save(path)
+
+
+def mixed_folder(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two classes of images in every size and mode a user's folder may hold; returns the
+    source array of each file (HxW or HxWxC, before the mode the file is saved in)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int) -> np.ndarray:
+        return rng.integers(0, 256, shape).astype(np.uint8)
+
+    files = {
+        "a/0_rgb.png": (rand(20, 10, 3), None),
+        "a/1_grey.png": (rand(5, 9), None),
+        "a/2_rgba.png": (rand(8, 7, 4), None),  # already 8x7: never resampled
+        "a/3_photo.jpg": (rand(30, 40, 3), None),
+        "b/0_palette.png": (rand(16, 14, 3), "P"),
+        "b/1_grey_alpha.png": (rand(3, 30, 2), None),
+        "b/2_bilevel.bmp": (rand(12, 12), "1"),
+        "b/3_tall.png": (rand(50, 2, 3), None),
+    }
+    for name, (arr, mode) in files.items():
+        save_image(root / name, arr, mode)
+    grey16 = (rng.integers(0, 65536, (11, 6))).astype(np.uint16)
+    Image.fromarray(grey16).save(root / "b" / "4_grey16.png")
+    return {**{k: a for k, (a, _) in files.items()}, "b/4_grey16.png": grey16}
+
+
+FOLDER_SPEC = "name: mixed\nformat: folder\ntrain: {{root: imgs}}\ntest: {{root: imgs}}\n" \
+              "input_shape: {shape}\n{resize}"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "fit", "crop"])
+@pytest.mark.parametrize("shape", [[8, 7, 3], [8, 7], [8, 7, 1]])
+def test_folder_resize_brings_every_size_and_mode_to_input_shape(tmp_path: Path, resize: str,
+                                                                 shape: list[int]) -> None:
+    from PIL import Image
+
+    src = mixed_folder(tmp_path / "imgs")
+    p = write_spec(tmp_path, FOLDER_SPEC.format(shape=shape, resize=f"resize: {resize}\n"))
+    d = load_user_dataset(p, "train", cache=False)
+    assert d.images.shape == (len(src), *shape) and d.images.dtype == np.uint8
+    assert d.classes == ("a", "b") and np.bincount(d.labels).tolist() == [4, 5]
+    order = [Path(s).relative_to(tmp_path / "imgs").as_posix() for s in d.sources if Path(s).suffix != ".yaml"]
+    # an image of the declared size is only converted, never resampled
+    k = order.index("a/2_rgba.png")
+    mode = "RGB" if len(shape) == 3 and shape[2] == 3 else "L"
+    rgba = Image.fromarray(src["a/2_rgba.png"])
+    expected = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert(mode))
+    np.testing.assert_array_equal(d.images[k].reshape(expected.shape), expected)
+    # the first class's RGB image went through Pillow's bilinear filter, as documented
+    k = order.index("a/0_rgb.png")
+    rgb = Image.fromarray(src["a/0_rgb.png"]).convert(mode)
+    if resize == "stretch":
+        ref = rgb.resize((7, 8), Image.Resampling.BILINEAR)
+    elif resize == "crop":
+        from PIL import ImageOps
+
+        ref = ImageOps.fit(rgb, (7, 8), Image.Resampling.BILINEAR)
+    else:  # 20x10 into 8x7: scaled by 0.4 to 8x4, columns 1..4, 0 padded
+        ref = Image.new(mode, (7, 8), 0)
+        ref.paste(rgb.resize((4, 8), Image.Resampling.BILINEAR), (1, 0))
+    np.testing.assert_array_equal(d.images[k].reshape(8, 7, -1), np.asarray(ref).reshape(8, 7, -1))
+
+
+def test_folder_resize_geometry_of_fit_and_crop(tmp_path: Path) -> None:
+    # 8x21 (HxW): three vertical stripes, 7 columns each
+    stripes = np.repeat(np.array([50, 150, 250], np.uint8), 7)[None, :].repeat(8, axis=0)
+    save_image(tmp_path / "imgs" / "a" / "wide.png", stripes)
+    save_image(tmp_path / "imgs" / "b" / "tall.png", np.full((16, 7), 200, np.uint8))  # 16x7
+    out = {}
+    for resize in ("stretch", "fit", "crop"):
+        p = write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7], resize=f"resize: {resize}\n"), name=f"{resize}.yaml")
+        d = load_user_dataset(p, "train", cache=False)
+        out[resize] = {d.classes[c]: im for c, im in zip(d.labels, d.images, strict=True)}
+    # crop: scaled to cover (x1 here), the overflow cut equally from both sides: the middle stripe
+    assert (out["crop"]["a"] == 150).all()
+    assert (out["crop"]["b"] == 200).all()  # 16x7 covers 8x7 at x1: rows 4..11 kept
+    # fit: 8x21 scaled by 1/3 to 3x7 (2.67 rows round to 3), centred: rows 2..4, zero rows above
+    # and below (the odd one below); 16x7 scaled by 1/2 to 8x4 (3.5 rounds to 4): one zero
+    # column on the left, two on the right
+    a = out["fit"]["a"]
+    assert (a[2:5] == out["stretch"]["a"][0]).all() and (a[[0, 1, 5, 6, 7]] == 0).all()
+    assert (out["fit"]["b"][:, 1:5] == 200).all() and (out["fit"]["b"][:, [0, 5, 6]] == 0).all()
+    # stretch: every source column counts (bilinear, widened when shrinking), the aspect is lost
+    assert out["stretch"]["a"][0].tolist() == [50, 50, 117, 150, 183, 250, 250]
+    assert (out["stretch"]["b"] == 200).all()
+
+
+def test_folder_fit_keeps_a_thin_line(tmp_path: Path) -> None:
+    save_image(tmp_path / "imgs" / "a" / "line.png", np.full((1, 300), 255, np.uint8))
+    save_image(tmp_path / "imgs" / "b" / "dot.png", np.full((1, 1), 9, np.uint8))
+    p = write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7], resize="resize: fit\n"))
+    d = load_user_dataset(p, "train", cache=False)
+    line, dot = d.images[d.labels == 0][0], d.images[d.labels == 1][0]
+    assert line[3].tolist() == [255] * 7 and line.sum() == 7 * 255  # one row, at row (8 - 1) // 2
+    assert (dot[:7] == 9).all() and (dot[7] == 0).all()  # 1x1 scaled by 7: 7x7, the odd row padded below
+
+
+def test_folder_colour_modes_convert_by_channel_count(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    grey = np.arange(56, dtype=np.uint8).reshape(8, 7) * 4
+    save_image(root / "a" / "grey.png", grey)
+    rgba = np.zeros((8, 7, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:4, :, 3] = 0  # top half fully transparent red: black
+    rgba[4:, :, 3] = 255  # bottom half opaque red
+    rgba[7, 6] = (200, 100, 50, 128)  # half transparent: half the colour
+    save_image(root / "a" / "rgba.png", rgba)
+    pal = Image.new("P", (7, 8), 0)
+    pal.putpalette([255, 255, 255, 10, 200, 30] + [0] * 762)
+    for x in range(7):
+        pal.putpixel((x, 0), 1)
+    (root / "b").mkdir()
+    pal.save(root / "b" / "pal.png", transparency=0)  # index 0 (white) transparent
+    g16 = np.full((8, 7), 65535, np.uint16)
+    g16[0, :3] = (0, 32768, 5000)
+    Image.fromarray(g16).save(root / "b" / "grey16.png")
+    rgb_spec = write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7, 3], resize=""), name="rgb.yaml")
+    d = load_user_dataset(rgb_spec, "train", cache=False)
+    by = {Path(s).name: im for s, im in zip([s for s in d.sources if Path(s).suffix != ".yaml"], d.images,
+                                             strict=True)}
+    # grey -> RGB: the grey value in all three channels
+    np.testing.assert_array_equal(by["grey.png"], np.repeat(grey[..., None], 3, axis=2))
+    # RGBA: composited onto black
+    assert (by["rgba.png"][:4] == 0).all() and (by["rgba.png"][4:7, :] == (255, 0, 0)).all()
+    assert np.abs(by["rgba.png"][7, 6].astype(int) - (100, 50, 25)).max() <= 1
+    # palette with a transparent index: transparent -> black, others their palette colour
+    assert (by["pal.png"][0] == (10, 200, 30)).all() and (by["pal.png"][1:] == 0).all()
+    # 16-bit grey: the full range scaled to 0..255 (Pillow's own convert would clip at 255)
+    assert by["grey16.png"][0, :4, 0].tolist() == [0, 128, 19, 255]
+    # RGB -> grey with Pillow's ITU-R 601-2 luma, alpha composited first
+    grey_spec = write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7], resize=""), name="grey.yaml")
+    g = load_user_dataset(grey_spec, "train", cache=False)
+    byg = {Path(s).name: im for s, im in zip([s for s in g.sources if Path(s).suffix != ".yaml"], g.images,
+                                              strict=True)}
+    np.testing.assert_array_equal(byg["grey.png"], grey)
+    assert (byg["rgba.png"][:4] == 0).all() and (byg["rgba.png"][4:7] == 76).all()  # 0.299 * 255
+    assert byg["grey16.png"][0, :4].tolist() == [0, 128, 19, 255]
+
+
+def test_folder_mode_without_a_grey_or_rgb_form_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder_set(tmp_path / "imgs", classes=("a", "b"), per_class=1, shape=(8, 7))
+    # a float image (Pillow reads by content, so a TIFF named .png is still opened)
+    Image.fromarray(np.full((8, 7), 0.5, np.float32)).save(tmp_path / "imgs" / "a" / "float.png", format="TIFF")
+    for skip in ("", ", skip_bad: true"):  # it decodes fine: skip_bad does not hide it
+        p = write_spec(tmp_path, f"name: m\nformat: folder\ntrain: {{root: imgs{skip}}}\ntest: {{root: imgs}}\n"
+                                 "input_shape: [8, 7, 3]\nresize: stretch\n")
+        with pytest.raises(DataError) as err:
+            load_user_dataset(p, "train", cache=False)
+        _one_line(err, str(p), "float.png", "mode 'F'", "8-bit grey, RGB or RGBA")
+
+
+def test_folder_cache_follows_resize(tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import imac.nn.userdata as ud
+
+    mixed_folder(tmp_path / "imgs")
+    p = tmp_path / "data.yaml"
+    loaded = {}
+    for resize in ("stretch", "crop", "fit"):
+        write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7, 3], resize=f"resize: {resize}\n"))
+        loaded[resize] = load_user_dataset(p, "train")
+        fresh = load_user_dataset(p, "train", cache=False)
+        np.testing.assert_array_equal(loaded[resize].images, fresh.images)  # never a stale array
+    assert len(list((isolated_cache / "datasets").glob("user-mixed-*.npz"))) == 3
+    assert not np.array_equal(loaded["stretch"].images, loaded["crop"].images)
+    assert not np.array_equal(loaded["crop"].images, loaded["fit"].images)
+    assert len({d.sha256 for d in loaded.values()}) == 3  # the data set's digest follows resize too
+    # back to stretch: served from its own cache file, no decoding
+    monkeypatch.setattr(ud, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    write_spec(tmp_path, FOLDER_SPEC.format(shape=[8, 7, 3], resize="resize: stretch\n"))
+    np.testing.assert_array_equal(load_user_dataset(p, "train").images, loaded["stretch"].images)
+    # the default (resize: none) keeps the spec digest of specs written before resize existed
+    assert "resize" not in ud._spec_digest(load_data_spec(npy_set(tmp_path / "n")))
+    assert "resize" in ud._spec_digest(load_data_spec(p))
+
+
 def test_holdout_is_stratified_and_reproducible(tmp_path: Path) -> None:
     labels = np.repeat(np.arange(4), [10, 20, 40, 5])
     tr, te = holdout_indices(labels, 0.2, seed=7)
@@ -313,12 +503,16 @@ def _one_line(err: pytest.ExceptionInfo[BaseException], *parts: str) -> None:
     ("mean: [0.1, 0.2]\n", "mean has 2 values"),
     ("classes: [a, a, b]\n", "duplicate class names"),
     ("split: {test_fraction: 0.2}\n", "only for a single source"),
+    ("resize: fit\n", "resize: only an image folder (format: folder) is resized"),  # npy: refused
 ])
 def test_bad_yaml_keys_and_values(tmp_path: Path, extra: str, needle: str) -> None:
     p = write_spec(tmp_path, BASE + extra)
     with pytest.raises(ConfigError) as err:
         load_data_spec(p)
     _one_line(err, str(p), needle)
+
+
+FOLDER = "name: x\nformat: folder\ntest: {root: r}\nsplit: {test_fraction: 0.5}\ninput_shape: [2, 2]\n"
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -339,6 +533,13 @@ def test_bad_yaml_keys_and_values(tmp_path: Path, extra: str, needle: str) -> No
     ("name: x\nname: y\n", "duplicate key"),
     ("name: x\nformat: npy\ntrain: {images: a, labels: b}\nsplit: {test_fraction: 1.0}\ninput_shape: [2, 2]\n",
      "test_fraction must lie"),
+    (FOLDER + "resize: zoom\n", "resize: Input should be 'none', 'stretch', 'fit' or 'crop' (got 'zoom')"),
+    (FOLDER + "resize: Stretch\n", "resize: Input should be 'none', 'stretch', 'fit' or 'crop'"),
+    (FOLDER + "resize:\n", "resize: Input should be 'none', 'stretch', 'fit' or 'crop' (got None)"),
+    (FOLDER + "resize: no\n", "resize: YAML reads `no/off/false` as a boolean; write one of none, stretch, fit, crop"),
+    (FOLDER + "train: {root: r, resize: fit}\n", "train.resize: unknown key"),  # a spec-wide key, not a source's
+    ("name: x\nformat: idx\ntrain: {images: a, labels: b}\ntest: {images: a, labels: b}\ninput_shape: [2, 2]\n"
+     "resize: crop\n", "resize: only an image folder (format: folder) is resized, format 'idx'"),
 ])
 def test_bad_spec_structure(tmp_path: Path, text: str, needle: str) -> None:
     p = write_spec(tmp_path, text)
@@ -494,7 +695,7 @@ def test_corrupt_png_in_folder_and_skip_bad(tmp_path: Path, capsys: pytest.Captu
     png(tmp_path / "all" / "cat" / "big.png", np.zeros((9, 9, 3), np.uint8))
     with pytest.raises(DataError) as err:
         load_user_dataset(q, "train")
-    _one_line(err, "big.png", "9x9", "8x7")
+    _one_line(err, str(q), "big.png", "9x9", "8x7", "set resize: stretch, fit or crop")
 
 
 def test_folder_with_unknown_subfolder_or_missing_root(tmp_path: Path) -> None:

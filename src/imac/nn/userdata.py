@@ -8,10 +8,15 @@ one source and a stratified hold-out) and how raw values become network inputs
 against ``input_shape``, labels against the classes, every class present in each split, finite
 values, as many labels as images; every refusal is one line that names the spec and the file.
 
+An image folder is decoded to 8-bit grey (C=1) or RGB (C=3) whatever the files' modes (alpha is
+composited onto black, 16-bit grey scaled to 8 bits); ``resize`` (``none`` / ``stretch`` / ``fit``
+/ ``crop``) says how an image of another size is brought to ``input_shape`` (default: refused).
+
 Relative paths are relative to the folder of the YAML file (of the current directory for a
 spec built in Python).  Reading a data spec writes nothing except the decoded arrays of an image
 folder, cached under ``<cache>/datasets`` keyed by the digests of the files and the decoding
-settings (decoding thousands of images takes a while; the cache makes a second load fast).
+settings, ``resize`` included (decoding thousands of images takes a while; the cache makes a
+second load fast).
 """
 
 from __future__ import annotations
@@ -43,6 +48,19 @@ MAX_SIDE = 4096  # largest image side / channel count accepted in input_shape
 USER_CACHE_FORMAT = 1  # bump when the cached array layout changes
 IMAGES_KEYS = ("images", "x")  # tried in order when an npz source gives no images_key
 LABELS_KEYS = ("labels", "y")
+# How an image folder's images of another size reach input_shape (docs/data.md, "Image folders").
+RESIZE_MODES = ("none", "stretch", "fit", "crop")
+ResizeMode = Literal["none", "stretch", "fit", "crop"]
+# Bilinear: Pillow widens the kernel by the reduction factor when shrinking (every source pixel
+# counts, no aliasing) and interpolates linearly when enlarging; unlike bicubic/Lanczos it never
+# overshoots (no ringing halos clipped at 0/255); torchvision's Resize uses it by default.
+RESAMPLE = "bilinear"
+# Bump when an image decodes to other pixel values (mode conversion, alpha, filter): in the cache key.
+DECODE_VERSION = 2
+# Modes brought to 8-bit L / RGB; anything else (32-bit int "I", float "F", ...) is refused
+# because its value range is unknown.  16-bit grey is scaled (Pillow's own convert clips at 255).
+GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", *GREY16_MODES)
 
 
 def _no_bool(value: Any) -> Any:
@@ -126,6 +144,7 @@ class DataSpec(Spec):
     scale: float = 1.0 / 255.0
     mean: list[float] | float | None = None
     std: list[float] | float | None = None
+    resize: ResizeMode = "none"
 
     _base_dir: Path | None = PrivateAttr(default=None)  # folder relative paths start from
     _spec_path: Path | None = PrivateAttr(default=None)  # the YAML file, when read from one
@@ -134,6 +153,15 @@ class DataSpec(Spec):
     @classmethod
     def _no_bool_inside(cls, value: Any) -> Any:
         return _no_bool(value)
+
+    @field_validator("resize", mode="before")
+    @classmethod
+    def _resize_text(cls, value: Any) -> Any:
+        # YAML reads `resize: no` / `off` as False: say so instead of "expected a number"
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"YAML reads `{'yes/on/true' if value else 'no/off/false'}` as a boolean; "
+                             f"write one of {', '.join(RESIZE_MODES)} (none keeps today's sizes)")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -205,6 +233,10 @@ class DataSpec(Spec):
             for cname in self.classes or []:
                 if cname in (".", "..") or "/" in cname or "\\" in cname:
                     raise ValueError(f"class {cname!r} cannot be a sub-folder name")
+        elif self.resize != "none":
+            # (no ';' here: load_data_spec's clean-up of '<root>' messages splits at it)
+            raise ValueError(f"resize: only an image folder (format: folder) is resized, format {self.format!r} "
+                             "arrays are used as stored: remove resize")
         return self
 
     # -- derived -------------------------------------------------------------------------
@@ -430,11 +462,58 @@ def _folder_files(spec: DataSpec, where: str, root: Path, classes: list[str]) ->
     return out
 
 
-def _decode(path: Path, mode: str) -> np.ndarray:
+class _ModeError(Exception):
+    """An image that decodes but whose mode has no sensible 8-bit grey/RGB form (never skipped)."""
+
+
+def _to_mode(im: Any, mode: str) -> Any:
+    """``im`` (any Pillow mode) as 8-bit ``mode`` ("L" or "RGB")."""
+    from PIL import Image
+
+    if im.mode in GREY16_MODES:  # full 16-bit range -> 0..255 (Image.convert would clip at 255)
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.round(wide * (255.0 / 65535.0)).astype(np.uint8))
+    elif im.mode not in CONVERTIBLE_MODES:
+        raise _ModeError(f"has mode {im.mode!r}, which has no sensible 8-bit grey or RGB form (unknown value "
+                         "range); save it as 8-bit grey, RGB or RGBA")
+    if im.mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in im.info:
+        # composite onto black: transparent pixels' hidden colours are arbitrary, black is what
+        # `fit` pads with; alpha a keeps the fraction a of a pixel's colour
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return im.convert(mode)
+
+
+def _to_size(im: Any, size: tuple[int, int], resize: str) -> Any:
+    """``im`` brought to ``size`` (H, W) as ``resize`` says (Pillow's bilinear filter); an image
+    that already has the size is returned as it is, whatever ``resize``."""
+    from PIL import Image, ImageOps
+
+    h, w = size
+    if im.size == (w, h) or resize == "none":
+        return im
+    bilinear = Image.Resampling[RESAMPLE.upper()]
+    if resize == "stretch":
+        return im.resize((w, h), bilinear)
+    if resize == "crop":  # cover the target, cut the overflow equally from both sides (one resampling)
+        return ImageOps.fit(im, (w, h), bilinear, centering=(0.5, 0.5))
+    # fit: the whole image inside, the rest padded with 0; at least one pixel wide (a 1000x1 line
+    # stays a line instead of vanishing), the odd padding pixel at the right / bottom
+    scale = min(w / im.width, h / im.height)
+    nw, nh = min(w, max(1, round(im.width * scale))), min(h, max(1, round(im.height * scale)))
+    out = Image.new(im.mode, (w, h), 0)
+    out.paste(im.resize((nw, nh), bilinear), ((w - nw) // 2, (h - nh) // 2))
+    return out
+
+
+def _decode(path: Path, mode: str, size: tuple[int, int], resize: str) -> np.ndarray:
+    """The image in ``path`` as a uint8 array in ``mode`` ("L" or "RGB"), brought to ``size``
+    (H, W) as ``resize`` says (with ``none`` it keeps its own size)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert(mode), dtype=np.uint8)
+        im.load()  # a broken file fails here, before any conversion (skip_bad may skip it)
+        return np.asarray(_to_size(_to_mode(im, mode), size, resize), dtype=np.uint8)
 
 
 def _cache_file(spec: DataSpec, key: str) -> Path:
@@ -447,7 +526,9 @@ def _read_folder(spec: DataSpec, where: str, src: SplitSource, classes: list[str
     root = spec.resolve(src.root)
     items = _folder_files(spec, where, root, classes)
     files = [f for _, f in items]
+    # resize and the decoding rules are in the key: changing either never serves stale arrays
     key_data = {"v": USER_CACHE_FORMAT, "shape": spec.input_shape, "classes": classes, "skip_bad": src.skip_bad,
+                "resize": spec.resize, "resample": RESAMPLE, "decode": DECODE_VERSION,
                 "files": [[str(f.relative_to(root)), c, file_sha256(f)] for c, f in items]}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
     cpath = _cache_file(spec, key)
@@ -456,11 +537,13 @@ def _read_folder(spec: DataSpec, where: str, src: SplitSource, classes: list[str
         images, labels, skipped = cached
     else:
         mode = "RGB" if spec.channels == 3 else "L"
-        want = tuple(spec.input_shape[:2])
+        want = (spec.input_shape[0], spec.input_shape[1])
         arrays, labs, skipped = [], [], []
         for c, f in items:
             try:
-                arr = _decode(f, mode)
+                arr = _decode(f, mode, want, spec.resize)
+            except _ModeError as err:  # decodes fine, so skip_bad does not apply
+                raise DataError(f"{spec.source}: {where}: image {f} {err}") from None
             except Exception as err:  # Pillow raises many kinds for a bad file
                 if src.skip_bad:
                     skipped.append(str(f.relative_to(root)))
@@ -468,9 +551,10 @@ def _read_folder(spec: DataSpec, where: str, src: SplitSource, classes: list[str
                 raise DataError(f"{spec.source}: {where}: cannot decode image {f}: "
                                 f"{' '.join(str(err).split())[:200]} (set {where}.skip_bad: true to skip such files)"
                                 ) from None
-            if arr.shape[:2] != want:
+            if arr.shape[:2] != want:  # only with resize: none
                 raise DataError(f"{spec.source}: {where}: image {f} is {arr.shape[0]}x{arr.shape[1]} (HxW), "
-                                f"input_shape says {want[0]}x{want[1]}")
+                                f"input_shape says {want[0]}x{want[1]}; set resize: stretch, fit or crop "
+                                "to resize images")
             arrays.append(arr)
             labs.append(c)
         shape = (len(arrays), *spec.input_shape)
@@ -566,7 +650,10 @@ def holdout_indices(labels: np.ndarray, test_fraction: float, seed: int, classes
 
 
 def _spec_digest(spec: DataSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    data = spec.model_dump(mode="json")
+    if data.get("resize") == "none":  # the default leaves digests of specs older than resize as they were
+        del data["resize"]
+    return json.dumps(data, sort_keys=True)
 
 
 # -- public --------------------------------------------------------------------------------
