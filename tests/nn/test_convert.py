@@ -298,8 +298,8 @@ def test_finetuned_trunk_is_saved_and_reloaded(digits: dict[str, Path], tmp_path
     from imac.nn.convert import import_network
 
     out = tmp_path / "tuned.pt"
-    import_network(digits["py"], name="digits-tuned", data=digits["data"], state_dict=digits["state"], epochs=2,
-                   finetune_trunk=True, out=out, progress=False)
+    res = import_network(digits["py"], name="digits-tuned", data=digits["data"], state_dict=digits["state"],
+                         epochs=2, finetune_trunk=True, out=out, progress=False)
     model, _, _ = load_model(str(out))
     net = UserDigitsNet()
     net.load_state_dict(torch.load(digits["state"], weights_only=True))
@@ -308,6 +308,7 @@ def test_finetuned_trunk_is_saved_and_reloaded(digits: dict[str, Path], tmp_path
     rec = load_checkpoint(out)["imported"]
     assert rec["float_accuracy"] == pytest.approx(float((digits["dir"] / "float_accuracy.txt").read_text()),
                                                   abs=1e-6)
+    assert res.float_accuracy_as_imported == rec["float_accuracy"]  # carried by the result: no read-back
 
 
 def test_calibrate_and_export_take_the_imported_network(imported: Path, tmp_path: Path,
@@ -327,3 +328,80 @@ def test_calibrate_and_export_take_the_imported_network(imported: Path, tmp_path
     code, _, err = _cli(capsys, "export", str(ckpt), "--spice", str(tmp_path / "spice"))
     assert code == 0, err
     assert (tmp_path / "spice" / "network.cir").is_file()
+
+
+def _import_args(digits: dict[str, Path], name: str, *extra: str) -> list[str]:
+    return ["import", str(digits["py"]), "--state-dict", str(digits["state"]), "--name", name, "--data",
+            str(digits["data"]), "--epochs", "2", "--limit-train", "300", "--limit-test", "100", *extra]
+
+
+def test_import_calibrates_in_one_step(digits: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`imac import --calibrate`: the checkpoint, the calibrated head where `imac calibrate`
+    writes it, the circuit fidelity's accuracy without and with it; a later `imac simulate
+    --calibrated` (by name, as a new process would) finds that head."""
+    from imac.config import ImacSpec
+    from imac.hardware.network import calibration_target
+    from imac.nn import models
+
+    monkeypatch.setenv("IMAC_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = _cli(capsys, *_import_args(digits, "digits-cal", "--calibrate", "--calibrate-epochs", "1",
+                                                "--circuit-epochs", "1", "--rows", "32", "--json"))
+    assert code == 0, err
+    res = json.loads(out)
+    ckpt = tmp_path / "cache" / "checkpoints" / "digits-cal.pt"
+    cal = calibration_target(ckpt, 32, ImacSpec().amplifier.topology)
+    assert res["checkpoint"] == str(ckpt) and res["calibration"]["checkpoint"] == str(cal) and cal.is_file()
+    assert res["calibration"]["n_test"] == 100 and res["calibration"]["train_images"] == 300
+    for k in ("accuracy", "accuracy_float", "accuracy_float_as_imported", "accuracy_circuit",
+              "accuracy_circuit_calibrated"):
+        assert 0.0 <= res[k] <= 1.0, k
+    assert res["accuracy_circuit_calibrated"] > 0.5
+    models._SESSION.pop("digits-cal", None)  # found again from the cache, as in a new process
+    code, out, err = _cli(capsys, "simulate", "digits-cal", "--fidelity", "circuit", "--calibrated", "--limit",
+                          "100", "--json")
+    assert code == 0, err
+    sim = json.loads(out)
+    assert sim["calibration"] is not None and sim["checkpoint"] == cal.name
+    assert sim["accuracy"] == pytest.approx(res["accuracy_circuit_calibrated"], abs=1e-12)
+
+
+def test_import_calibrate_refuses_a_bad_design_at_once(digits: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --config / --rows fails before the import's fine-tuning: one error line, exit 2,
+    nothing written; the calibration options without --calibrate are refused, not ignored."""
+    import time
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("neuron: {r_in_ohm: -1}\n")
+    for design_args, message in ((["--config", str(bad)], "r_in_ohm"), (["--config", "no-such-preset"], "preset"),
+                                 (["--calibrate-epochs", "0"], "calibrate-epochs")):
+        t0 = time.perf_counter()
+        code, out, err = _cli(capsys, *_import_args(digits, "digits-bad", "--calibrate", *design_args, "--out",
+                                                    str(tmp_path / "n.pt")))
+        assert time.perf_counter() - t0 < 3.0
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and err.startswith("error:")
+        assert out == "" and list(tmp_path.iterdir()) == [bad]
+    code, _, err = _cli(capsys, *_import_args(digits, "digits-bad", "--rows", "16", "--out", str(tmp_path / "n.pt")))
+    assert code == 2 and "--rows: applies with --calibrate only" in err and list(tmp_path.iterdir()) == [bad]
+
+
+def test_import_keeps_its_checkpoint_when_calibration_fails(digits: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import imac.hardware.network
+    from imac.errors import DataError
+    from imac.nn.checkpoint import load_checkpoint
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise DataError("disk said no")
+
+    monkeypatch.setattr(imac.hardware.network, "calibrate", fail)
+    ckpt = tmp_path / "kept.pt"
+    code, out, err = _cli(capsys, *_import_args(digits, "digits-kept", "--epochs", "1", "--calibrate", "--rows", "32",
+                                                "--out", str(ckpt)))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # after the import's progress bars
+    assert code == 2 and out == "" and len(errors) == 1, err
+    assert f"{ckpt} is a valid checkpoint" in errors[0] and "disk said no" in errors[0]
+    assert f"retry with `imac calibrate {ckpt} --rows 32 --epochs 3 --circuit-epochs 1 --limit 300`" in errors[0]
+    assert load_checkpoint(ckpt)["model"] == "digits-kept" and not (tmp_path / "calibrated").exists()

@@ -6,13 +6,15 @@ Only the JSON result goes to stdout; progress bars and logs go to stderr.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from imac.cli.app import app
-from imac.cli.options import JsonOpt, OverwriteOpt, with_data
+from imac.cli.options import ConfigOpt, JsonOpt, OverwriteOpt, RowsOpt, design, say, with_data
+from imac.errors import ConfigError
 
 
 @app.command("train")
@@ -110,6 +112,11 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+# `imac import --calibrate` runs `imac calibrate` with that command's defaults
+CALIBRATE_EPOCHS = 3
+CIRCUIT_EPOCHS = 1
+
+
 @app.command("import")
 def import_cmd(
     source: Annotated[Path, typer.Argument(
@@ -132,35 +139,124 @@ def import_cmd(
     binarize_at: Annotated[float | None, typer.Option(
         help="Binary weights only: +1 where a stored pixel value >= this (default: sign of standardised pixels).")]
     = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the fine-tuning (and of the calibration).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path (default: <cache>/checkpoints/NAME.pt).")] = None,
-    limit_train: Annotated[int | None, typer.Option(min=1, help="Fine-tune on the first N images only.")] = None,
+    limit_train: Annotated[int | None, typer.Option(
+        min=1, help="Fine-tune (and calibrate) on the first N training images only.")] = None,
     limit_test: Annotated[int | None, typer.Option(min=1, help="Test on the first N images only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    calibrate: Annotated[bool, typer.Option(
+        help="Then run the named hardware-aware calibration (as `imac calibrate`) and report the circuit "
+        "fidelity's accuracy without and with it.")] = False,
+    calibrate_epochs: Annotated[int, typer.Option(
+        min=1, help="With --calibrate: behavioural fine-tuning epochs (imac calibrate --epochs).")] = CALIBRATE_EPOCHS,
+    circuit_epochs: Annotated[int, typer.Option(
+        min=0, help="With --calibrate: circuit-in-the-loop epochs after the behavioural ones (0: none).")]
+    = CIRCUIT_EPOCHS,
+    config: ConfigOpt = "paper",
+    rows: RowsOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring your own network: split it into a CPU trunk and an FC head, put the head on IMAC
     (binary, with the SOT-MRAM neuron), fine-tune it and write a checkpoint every command takes by
-    NAME afterwards (simulate, calibrate, cpu-imac, compare, export, spice-check, sweeps)."""
+    NAME afterwards (simulate, calibrate, cpu-imac, compare, export, spice-check, sweeps).  With
+    --calibrate, the named calibration for the design of --config/--rows follows in the same run."""
     from imac.nn.convert import import_network
 
+    spec = None
+    if calibrate:
+        # the design is checked now, not after minutes of fine-tuning: the spec and its overrides,
+        # and the neuron it calibrates through (shipped, cached, or characterized now in ngspice)
+        from imac.hardware.network import hardware_curve
+
+        spec = design(config, rows)
+        hardware_curve(spec)
+    else:
+        # options that only mean something with --calibrate: refused, not silently ignored
+        given = [opt for opt, moved in (("--config", config != "paper"), ("--rows", rows is not None),
+                                        ("--calibrate-epochs", calibrate_epochs != CALIBRATE_EPOCHS),
+                                        ("--circuit-epochs", circuit_epochs != CIRCUIT_EPOCHS)) if moved]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: "
+                              f"{'applies' if len(given) == 1 else 'apply'} with --calibrate only")
     res = import_network(source, name=name, data=data, input_shape=_shape(input_shape), state_dict=state_dict,
                          class_name=class_name, epochs=epochs, lr=lr, batch_size=batch_size,
                          finetune_trunk=finetune_trunk, binarize_at=binarize_at, seed=seed, out=out,
                          overwrite=overwrite, limit_train=limit_train, limit_test=limit_test, threads=threads)
-    from imac.nn.checkpoint import load_checkpoint
-
     summary = {k: v for k, v in res.metrics.items() if k.startswith("accuracy")}
-    as_imported = (load_checkpoint(res.path).get("imported") or {}).get("float_accuracy")
-    if as_imported is not None:  # the user's float network before any fine-tuning (of its trunk)
-        summary["accuracy_float_as_imported"] = as_imported
-    result = {"model": name, "checkpoint": str(res.path), "epochs": res.epochs,
-              "train_seconds": round(res.seconds, 1), **summary}
+    if res.float_accuracy_as_imported is not None:  # the user's float network before any fine-tuning
+        summary["accuracy_float_as_imported"] = res.float_accuracy_as_imported
+    # how later commands name it: by name from the cache, by its file where --out put it elsewhere
+    ref = name if out is None else shlex.quote(str(res.path))
+    design_opts = ((f" --config {shlex.quote(config)}" if config != "paper" else "")
+                   + (f" --rows {rows}" if rows is not None else ""))
+    result: dict[str, Any] = {"model": name, "checkpoint": str(res.path), "epochs": res.epochs,
+                              "train_seconds": round(res.seconds, 1)}
+    if spec is not None:
+        summary, result["calibration"] = _calibrate_imported(
+            name, ref, res.path, spec, config, design_opts, summary, calibrate_epochs, circuit_epochs,
+            limit_train, limit_test, seed)
+    result |= summary
     if as_json:
         typer.echo(json.dumps(with_data(result)))
         return
     typer.echo(f"{name}: checkpoint {res.path}")
+    if spec is not None:
+        typer.echo(f"{name}: calibrated head {result['calibration']['checkpoint']}")
     for k, v in summary.items():
-        typer.echo(f"  {k:22s} {100 * v:6.2f} %")
-    typer.echo(f"next: imac cpu-imac {name} | imac simulate {name} --fidelity circuit | imac calibrate {name}")
+        typer.echo(f"  {k:27s} {100 * v:6.2f} %")
+    if spec is None:
+        typer.echo(f"next: imac cpu-imac {ref} | imac simulate {ref} --fidelity circuit | imac calibrate {ref}")
+    else:
+        typer.echo(f"next: imac simulate {ref} --fidelity circuit --calibrated{design_opts} | imac cpu-imac {ref}")
+
+
+def _calibrate_imported(name: str, ref: str, path: Path, spec: Any, config: str, design_opts: str,
+                        summary: dict[str, float], epochs: int, circuit_epochs: int, limit_train: int | None,
+                        limit_test: int | None, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """`imac import --calibrate` after the import: the named calibration of the checkpoint at
+    ``path`` (written where `imac calibrate` writes it), then the circuit fidelity on the test set
+    without and with it.  The summary with both accuracies added, and the calibration's record.
+
+    The imported checkpoint is complete before this starts, so a failure here leaves it in place:
+    the error says so and names the command that picks up from where it stopped."""
+    from imac.errors import ImacError, OutputError
+    from imac.hardware.network import calibrate, simulate_model
+
+    rows = spec.subarray.rows
+    done = f"{name} was imported ({path} is a valid checkpoint)"
+    failed = "its calibration failed"
+    retry = (f"imac calibrate {ref}{design_opts} --epochs {epochs} --circuit-epochs {circuit_epochs}"
+             + (f" --limit {limit_train}" if limit_train is not None else "") + (f" --seed {seed}" if seed else ""))
+    try:
+        say(f"calibrating {name} for {rows}-row subarrays: {epochs} behavioural + {circuit_epochs} "
+            "circuit-in-the-loop epochs")
+        dest, info = calibrate(name, spec, rows, epochs, path, limit_train, seed, circuit_epochs=circuit_epochs)
+        say(f"calibrated head written to {dest}")
+        done += f" and calibrated ({dest})"
+        failed = "simulating it failed"
+        retry = f"imac simulate {ref} --fidelity circuit --calibrated{design_opts}"
+        accuracy: dict[bool, float] = {}
+        for calibrated in (False, True):
+            say(f"circuit fidelity, {'calibrated' if calibrated else 'software-trained'} head")
+            ev = simulate_model(name, "circuit", spec, checkpoint=path, calibrated=calibrated, limit=limit_test,
+                                progress=say)
+            accuracy[calibrated] = float(ev.result["accuracy"])
+    except ImacError as err:  # one `error:` line that also says what is done and how to go on
+        msg = f"{done}, but {failed}: {err}; retry with `{retry}`"
+        try:
+            new = type(err)(msg)
+        except TypeError:  # an error class with another constructor: the message is what matters
+            new = ImacError(msg)
+        raise new from err
+    except OSError as err:  # a full disk, a folder that is a file: as the main prints it, in the same line
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise OutputError(f"{done}, but {failed}: {err.strerror or err}{where}; retry with `{retry}`") from err
+    except BaseException:  # a bug or an interrupt: this note, then the usual error line
+        say(f"{done}, but {failed}; retry with `{retry}`")
+        raise
+    record = {"checkpoint": str(dest), "config": config, "subarray_rows": rows, "epochs": epochs,
+              "circuit_epochs": circuit_epochs, "train_images": info["train_images"],
+              "seconds": round(info["seconds"], 1), "n_test": ev.result["n_images"]}
+    return summary | {"accuracy_circuit": accuracy[False], "accuracy_circuit_calibrated": accuracy[True]}, record

@@ -12,12 +12,13 @@ head stays beside it, frozen, as the CPU-only baseline: its accuracy is the floa
 The result is a checkpoint that carries its network spec and the traced trunk, so every command
 takes the network by name afterwards: ``simulate``, ``calibrate`` (the named hardware-aware
 calibration), ``cpu-imac``, ``compare``, ``export --spice``, ``spice-check``, the sweeps.
+``imac import --calibrate`` runs that calibration right after the import (:mod:`imac.cli.nn`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ class ImportRecord:
     float_head_exact: bool
     float_accuracy: float | None = None  # the user's whole float network on the test set, as imported
     n_test: int | None = None
+
+
+@dataclass
+class ImportResult(TrainResult):
+    """What :func:`~imac.nn.train.train` returns (checkpoint, metrics, epochs, seconds in s), plus
+    the import's record, so a caller need not read the checkpoint back for it."""
+
+    imported: ImportRecord
+
+    @property
+    def float_accuracy_as_imported(self) -> float | None:
+        """The user's float network on the test set before any fine-tuning (None: binary weights)."""
+        return self.imported.float_accuracy
+
+
+def _with_record(res: TrainResult, record: ImportRecord) -> ImportResult:
+    return ImportResult(**{f.name: getattr(res, f.name) for f in fields(TrainResult)}, imported=record)
 
 
 def _sha256(path: Path) -> str:
@@ -124,12 +142,13 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
                    epochs: int | None = None, lr: float = 5e-3, batch_size: int = 64,
                    finetune_trunk: bool = False, binarize_at: float | None = None, seed: int = 0,
                    out: str | Path | None = None, overwrite: bool = False, limit_train: int | None = None,
-                   limit_test: int | None = None, threads: int | None = 1, progress: bool = True) -> TrainResult:
+                   limit_test: int | None = None, threads: int | None = 1, progress: bool = True) -> ImportResult:
     """Import the network in ``source``, convert its FC head to a binary IMAC head, fine-tune it on
     ``data`` (a data spec YAML, or 'mnist'/'cifar10') and write the checkpoint (default
     ``<cache>/checkpoints/NAME.pt``).  Binary weights (``.npz`` / CSV folder) are taken as they
     are (no fine-tuning unless ``epochs`` > 0), on the flattened pixels (``binarize_at``: +1 where a
-    stored value >= it; else the standardised pixels' signs).
+    stored value >= it; else the standardised pixels' signs).  The result carries the import's
+    record (``imported.float_accuracy``: the float network as imported, on the same test images).
     """
     src = Path(source).expanduser()
     if not src.exists():
@@ -174,8 +193,9 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
         extra["trunk_program"] = serialize_trunk(split.trunk)
         extra["trunk_input_shape"] = list(split.input_shape)
     _register_session(ModelSpec(spec, str(src)))
-    return train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train, limit_test=limit_test,
-                 threads=threads, progress=progress, model=model, extra=extra)
+    return _with_record(train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train,
+                              limit_test=limit_test, threads=threads, progress=progress, model=model, extra=extra),
+                        record)
 
 
 @torch.no_grad()
@@ -213,7 +233,7 @@ def trunk_from_program(program: Any, input_shape: tuple[int, ...] | list[int]) -
 
 def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...], n_classes: int, epochs: int,
                    lr: float, batch_size: int, binarize_at: float | None, seed: int, out: Any, overwrite: bool,
-                   limit_train: Any, limit_test: Any, threads: Any, progress: bool) -> TrainResult:
+                   limit_train: Any, limit_test: Any, threads: Any, progress: bool) -> ImportResult:
     from imac.nn.importers import read_binary_layers
 
     layers = read_binary_layers(src)
@@ -237,9 +257,10 @@ def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...
     record = ImportRecord(str(src.resolve()), "binary", _sha256(src), sizes, [], [], False)
     _register_session(ModelSpec(spec, str(src)))
     if epochs <= 0:
-        return _save_as_is(model, spec, record, out, overwrite, dataset, limit_test)
-    return train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train, limit_test=limit_test,
-                 threads=threads, progress=progress, model=model, extra={"imported": record.__dict__})
+        return _with_record(_save_as_is(model, spec, record, out, overwrite, dataset, limit_test), record)
+    return _with_record(train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train,
+                              limit_test=limit_test, threads=threads, progress=progress, model=model,
+                              extra={"imported": record.__dict__}), record)
 
 
 def _save_as_is(model: ImacNet, spec: Any, record: ImportRecord, out: Any, overwrite: bool, dataset: str,
