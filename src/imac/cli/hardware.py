@@ -10,6 +10,8 @@ import typer
 
 from imac.cli.app import app
 from imac.cli.options import (
+    CALIBRATE_EPOCHS,
+    CIRCUIT_EPOCHS,
     CalibratedOpt,
     CheckpointOpt,
     ColsOpt,
@@ -65,9 +67,9 @@ def simulate_cmd(
 def calibrate_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     rows: RowsOpt = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = CALIBRATE_EPOCHS,
     circuit_epochs: Annotated[int, typer.Option(
-        min=0, help="Circuit-in-the-loop epochs after the behavioural ones (0: none).")] = 1,
+        min=0, help="Circuit-in-the-loop epochs after the behavioural ones (0: none).")] = CIRCUIT_EPOCHS,
     config: ConfigOpt = "paper",
     checkpoint: Annotated[Path | None, typer.Option(help="Base checkpoint file.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="First N training images only.")] = None,

@@ -13,7 +13,17 @@ from typing import Annotated, Any
 import typer
 
 from imac.cli.app import app
-from imac.cli.options import ConfigOpt, JsonOpt, OverwriteOpt, RowsOpt, design, say, with_data
+from imac.cli.options import (
+    CALIBRATE_EPOCHS,
+    CIRCUIT_EPOCHS,
+    ConfigOpt,
+    JsonOpt,
+    OverwriteOpt,
+    RowsOpt,
+    design,
+    say,
+    with_data,
+)
 from imac.errors import ConfigError
 
 
@@ -110,11 +120,6 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     if not shape or any(d < 1 or d > 1 << 16 for d in shape):
         raise typer.BadParameter(f"{text!r}: every dimension must be 1 to 65536")
     return shape
-
-
-# `imac import --calibrate` runs `imac calibrate` with that command's defaults
-CALIBRATE_EPOCHS = 3
-CIRCUIT_EPOCHS = 1
 
 
 @app.command("import")

@@ -14,6 +14,10 @@ from typing import Annotated, Any
 import typer
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file (the design spec).")]
+# The named calibration's defaults (`imac calibrate`, `imac import --calibrate`): behavioural epochs,
+# then circuit-in-the-loop epochs (imac.hardware.network.calibrate).
+CALIBRATE_EPOCHS = 3
+CIRCUIT_EPOCHS = 1
 RowsOpt = Annotated[int | None, typer.Option(min=2, help="Subarray rows, bias line included (overrides "
                                              "subarray.rows of the spec).")]
 ColsOpt = Annotated[int | None, typer.Option(min=1, help="Subarray columns (overrides subarray.cols of the spec).")]
