@@ -72,7 +72,7 @@ class ImacSpec(Spec):
     subarray: SubarraySpec = SubarraySpec()
     cost: CostSpec = CostSpec()
     interface: InterfaceSpec = InterfaceSpec()
-    cpu: CpuCoreSpec = Field(None, validate_default=True,  # type: ignore[assignment]  # derived: the preset
+    cpu: CpuCoreSpec = Field(None, validate_default=True,  # derived: the preset
                              description=f"The mobile CPU core: a preset name, a YAML file, or fields "
                              f"(optionally with `preset:`); default {DEFAULT_CORE}.")
     baselines: BaselineSpec = BaselineSpec()
@@ -146,7 +146,7 @@ def _exclude(paths: list[str]) -> dict[str, Any]:
     """A pydantic ``exclude`` mapping for dotted paths (tuple items by index)."""
     out: dict[str, Any] = {}
     for p in paths:
-        node = out
+        node: dict[Any, Any] = out  # keys: field names, or indexes of tuple items
         parts = p.split(".")
         for part in parts[:-1]:
             key: Any = int(part) if part.isdigit() else part
@@ -164,7 +164,7 @@ def user_dict(spec: Spec) -> dict[str, Any]:
     """The spec as the user would write it: every derived value left out (a whole derived CPU
     preset becomes its name), so that changing a source value moves what derives from it."""
     derived = spec.derived
-    data = spec.model_dump(mode="json", exclude=_exclude(list(derived)))  # type: ignore[arg-type]
+    data = spec.model_dump(mode="json", exclude=_exclude(list(derived)))
     if isinstance(spec, ImacSpec) and "cpu" in derived:
         data["cpu"] = derived["cpu"].removeprefix("preset ")
     return data
@@ -231,7 +231,7 @@ def with_overrides(spec: ImacSpec, overrides: dict[str, Any], source: str = "ove
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: {dotted}: {part} is not a section")
         node[parts[-1]] = value
-    return parse_spec(data, ImacSpec, source=source)  # type: ignore[no-any-return]
+    return parse_spec(data, ImacSpec, source=source)
 
 
 def spec_hash(spec: Spec, *parts: str) -> str:

@@ -13,7 +13,7 @@ def tmr_at_bias(spec: MTJSpec, v_bias: np.ndarray | float = 0.0) -> np.ndarray:
     """TMR at junction bias ``v_bias`` (V): TMR0 / (1 + (V/V_h)^2), or TMR0 when bias
     dependence is off (``tmr_half_bias_v`` is None)."""
     v = np.asarray(v_bias, dtype=float)
-    return np.broadcast_to(np.asarray(spec.tmr_at(v), dtype=float), v.shape).copy()  # type: ignore[arg-type]
+    return np.broadcast_to(np.asarray(spec.tmr_at(v), dtype=float), v.shape).copy()
 
 
 def resistance(spec: MTJSpec, antiparallel: np.ndarray | bool, v_bias: np.ndarray | float = 0.0) -> np.ndarray:

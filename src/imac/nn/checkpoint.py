@@ -88,12 +88,12 @@ def find_checkpoint(name: str, explicit: str | Path | None = None) -> Path:
     if not NAME_SAFE.match(name):
         raise DataError(f"no checkpoint for model {name!r}")
     tried = []
-    for p in (default_checkpoint_path(name), committed_checkpoint_path(name)):
-        if p is None:
+    for cand in (default_checkpoint_path(name), committed_checkpoint_path(name)):
+        if cand is None:
             continue
-        if p.is_file():
-            return p
-        tried.append(str(p))
+        if cand.is_file():
+            return cand
+        tried.append(str(cand))
     raise DataError(f"no checkpoint for model {name!r}; tried: {', '.join(tried)} "
                     f"(train one with `imac train {name}`)")
 

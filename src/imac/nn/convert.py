@@ -112,7 +112,7 @@ def _start_head_from(model: ImacNet, weights: list[np.ndarray], biases: list[np.
     """Shadow weights with the float weights' signs and BinaryConnect's small starting magnitude.
     The IMAC neuron falls with its input (its output is ~ 1 - sigmoid), so a hidden layer's output
     is the float activation's mirror image: the layers after the first start from -W to undo it."""
-    for i, (lin, w, b) in enumerate(zip(model.head.linears, weights, biases, strict=True)):
+    for i, (lin, w, b) in enumerate(zip(model.head.binary_linears(), weights, biases, strict=True)):
         if i > 0:
             w = -w
         bound = 1.0 / np.sqrt(lin.in_features)
@@ -171,7 +171,8 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
         raise ConfigError(f"{src}: the network takes inputs of shape {tuple(split.input_shape)}, the data "
                           f"{data} gives {net_shape}")
     acts = [fc.activation for fc in split.head[:-1]]
-    float_acts = acts if all(a in ACTIVATIONS for a in acts) else None
+    known = [a for a in acts if a is not None and a in ACTIVATIONS]
+    float_acts = known if len(known) == len(acts) else None
     desc = f"imported from {src.name} ({split.source}): head {'-'.join(map(str, split.sizes))} on IMAC"
     spec = network_from_dict(_spec_data(name, dataset, split.sizes, split.trunk is not None, float_acts,
                                         epochs if epochs is not None else DEFAULT_EPOCHS, lr, batch_size,
@@ -248,7 +249,7 @@ def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...
                                         binarize_at, desc), f"import of {src}")
     model = ImacNet(spec)
     with torch.no_grad():
-        for lin, lay in zip(model.head.linears, layers, strict=True):
+        for lin, lay in zip(model.head.binary_linears(), layers, strict=True):
             lin.weight.copy_(torch.as_tensor(lay.weight, dtype=torch.float32))
             if lin.bias is not None:
                 if lay.bias is None:

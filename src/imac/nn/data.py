@@ -39,7 +39,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def _combined_sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _progress(total: int, desc: str):  # type: ignore[no-untyped-def]
+def _progress(total: int, desc: str) -> Any:
     from imac.progress import progress_bar
 
     return progress_bar(total=total, desc=desc, unit="img", leave=False, enabled=total >= 2000)
@@ -252,7 +252,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find_mnist(roots: list[tuple[str, Path]], split: str) -> tuple[list[Path] | None, list[str]]:
-    tried = []
+    tried: list[str] = []
     for why, root in roots:
         for folder in (root / "mnist", root):
             found = []
@@ -331,7 +331,7 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike[str] | None = N
 
 # -- CIFAR-10 ------------------------------------------------------------------------------
 def _find_cifar(roots: list[tuple[str, Path]]) -> tuple[Path | None, list[str]]:
-    tried = []
+    tried: list[str] = []
     for why, root in roots:
         for folder in (root / "cifar10", root):
             for name in (CIFAR10_JPEG_TAR, CIFAR10_PY_DIR, CIFAR10_PY_TAR):
@@ -401,7 +401,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     }
 
-    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -195,21 +195,29 @@ class ImacMLP(nn.Module):
             out.append((u, x))
         return out
 
+    def binary_linears(self) -> list[BinaryLinear]:
+        """The :class:`BinaryLinear` of every layer, typed (a ModuleList iterates as plain modules)."""
+        return [cast(BinaryLinear, m) for m in self.linears]
+
+    def imac_neurons(self) -> list[ImacNeuron]:
+        """The :class:`ImacNeuron` of every layer, typed."""
+        return [cast(ImacNeuron, m) for m in self.neurons]
+
     def clip_(self) -> None:
-        for lin in self.linears:
+        for lin in self.binary_linears():
             lin.clip_()
 
     def layer_info(self) -> list[dict[str, Any]]:
         """Per layer: fan_in, fan_out, norm, scale (V/unit u) and volts per unit raw sum."""
         return [{"fan_in": lin.in_features, "fan_out": lin.out_features, "norm": lin.norm,
                  "scale_v": neu.scale, "volts_per_unit_sum": neu.scale * lin.norm}
-                for lin, neu in zip(self.linears, self.neurons, strict=True)]
+                for lin, neu in zip(self.binary_linears(), self.imac_neurons(), strict=True)]
 
     @torch.no_grad()
     def export_binary(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(sign(W) as int8 (fan_out, fan_in), sign(b) as int8 or None) per layer."""
         out = []
-        for lin in self.linears:
+        for lin in self.binary_linears():
             w = lin.binary_weight().to(torch.int8)
             b = lin.binary_bias()
             out.append((w, b.to(torch.int8) if b is not None else None))

@@ -184,6 +184,9 @@ class ImacNet(nn.Module):
 
     ``trunk``: the :class:`ImportedTrunk` of an imported network (``spec.trunk == "imported"``)."""
 
+    mean: torch.Tensor  # buffers (registered in __init__), (1, C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, spec: NetworkSpec, trunk: nn.Module | None = None) -> None:
         super().__init__()
         self.spec = spec
@@ -370,11 +373,11 @@ class ImacNet(nn.Module):
 
     def layer_scales(self) -> list[float]:
         """Neuron scale per IMAC layer, V per unit of normalised pre-activation."""
-        return [n.scale for n in self.head.neurons]
+        return [n.scale for n in self.head.imac_neurons()]
 
     def layer_norms(self) -> list[float]:
         """Pre-activation normalisation per IMAC layer (u = norm * raw sum)."""
-        return [lin.norm for lin in self.head.linears]
+        return [lin.norm for lin in self.head.binary_linears()]
 
     def imac_layers(self) -> list[dict[str, Any]]:
         return self.head.layer_info()

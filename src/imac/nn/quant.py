@@ -20,9 +20,12 @@ re-quantization multiplier.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
+
+_Pair = tuple[int, int]  # a Conv2d's kernel_size, stride, dilation, padding (torch types them tuple[int, ...])
 
 
 def fake_quant(x: torch.Tensor, scale: float, signed: bool = True) -> torch.Tensor:
@@ -69,16 +72,19 @@ def fold_batchnorm(trunk: nn.Sequential) -> nn.Sequential:
         m = mods[i]
         nxt = mods[i + 1] if i + 1 < len(mods) else None
         if isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+            running_mean, running_var = nxt.running_mean, nxt.running_var
+            assert running_mean is not None and running_var is not None, "batch norm without running statistics"
             with torch.no_grad():
-                std = torch.sqrt(nxt.running_var + nxt.eps)
+                std = torch.sqrt(running_var + nxt.eps)
                 gamma = nxt.weight if nxt.affine else torch.ones_like(std)
                 beta = nxt.bias if nxt.affine else torch.zeros_like(std)
                 factor = gamma / std
-                conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                                 m.padding, m.dilation, m.groups, bias=True)
+                conv = nn.Conv2d(m.in_channels, m.out_channels, cast(_Pair, m.kernel_size), cast(_Pair, m.stride),
+                                 cast("str | _Pair", m.padding), cast(_Pair, m.dilation), m.groups, bias=True)
+                assert conv.bias is not None  # bias=True
                 conv.weight.copy_(m.weight * factor.view(-1, 1, 1, 1))
                 b0 = m.bias if m.bias is not None else torch.zeros_like(std)
-                conv.bias.copy_((b0 - nxt.running_mean) * factor + beta)
+                conv.bias.copy_((b0 - running_mean) * factor + beta)
             out.append(conv)
             i += 2
         else:

@@ -33,12 +33,13 @@ from imac.nn.checkpoint import (
 )
 from imac.nn.data import Dataset, load_dataset
 from imac.nn.models import ImacNet, get_spec
+from imac.nn.quant import Int8Trunk
 
 CALIBRATION_IMAGES = 1024  # training images that calibrate the int8 activation scales
 EVAL_BATCH = 1000
 
 
-def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+def _bar(total: int, desc: str, enabled: bool) -> Any:
     from imac.progress import progress_bar
 
     return progress_bar(total=total, desc=desc, leave=False, enabled=enabled)
@@ -68,7 +69,7 @@ def accuracies(model: ImacNet, data: Dataset, int8_trunk: torch.nn.Module | None
 
 
 def calibrated_int8_trunk(model: ImacNet, train: Dataset | None = None,
-                          calibration: list[Any] | None = None) -> torch.nn.Module | None:
+                          calibration: list[Any] | None = None) -> Int8Trunk | None:
     """The int8 trunk, from stored calibration or calibrated on the first training images."""
     trunk = model.int8_trunk()
     if trunk is None:
