@@ -405,3 +405,23 @@ def test_import_keeps_its_checkpoint_when_calibration_fails(digits: dict[str, Pa
     assert f"{ckpt} is a valid checkpoint" in errors[0] and "disk said no" in errors[0]
     assert f"retry with `imac calibrate {ckpt} --rows 32 --epochs 3 --circuit-epochs 1 --limit 300`" in errors[0]
     assert load_checkpoint(ckpt)["model"] == "digits-kept" and not (tmp_path / "calibrated").exists()
+
+
+def test_imported_network_moves_whole_to_a_device(imported: Path) -> None:
+    """`imac import --device cuda` fine-tunes there: every tensor of an imported network (the traced
+    trunk's parameters, buffers and constants, the float and IMAC heads) follows `model.to(device)`.
+    Checked without a GPU on torch's meta device, where any tensor left behind on the CPU raises."""
+    from imac.nn.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(imported), imported)
+    stray = [f"{mn}.{k}" for mn, mod in model.named_modules() for k, v in vars(mod).items()
+             if isinstance(v, torch.Tensor)
+             and k not in dict(mod.named_parameters(recurse=False)) | dict(mod.named_buffers(recurse=False))]
+    assert stray == []
+    model.to("meta").train()
+    x = model.augment(model.prepare(np.zeros((3, 8, 8), dtype=np.float32)))
+    loss, scores = model.loss(x, torch.zeros(3, dtype=torch.long, device="meta"))
+    loss.backward()
+    assert x.device.type == loss.device.type == scores.device.type == "meta"
+    assert {p.grad.device.type for p in model.parameters() if p.grad is not None} == {"meta"}
+    assert all(p.device.type == "meta" for p in model.parameters())

@@ -20,6 +20,7 @@ from imac.cli.options import (
     JsonOpt,
     OverwriteOpt,
     RowsOpt,
+    TrainDeviceOpt,
     design,
     say,
     with_data,
@@ -50,6 +51,7 @@ def train_cmd(
     threads: Annotated[int, typer.Option(min=1,
         help="torch CPU threads (1: these small nets gain nothing from more, and spinning "
         "OpenMP threads slow 20x or more when other processes share the cores).")] = 1,
+    device: TrainDeviceOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a model and write its checkpoint (+ metrics JSON beside it)."""
@@ -58,7 +60,7 @@ def train_cmd(
 
     res = train(name, epochs=epochs, seed=seed, out=out, resume=resume or None,
                 limit_train=limit_train, limit_test=limit_test, batch_size=batch_size,
-                lr=lr, data_dir=data_dir, threads=threads, overwrite=overwrite)
+                lr=lr, data_dir=data_dir, threads=threads, overwrite=overwrite, device=device)
     summary = {k: v for k, v in res.metrics.items() if k.startswith("accuracy")}
     typer.echo(json.dumps({"model": resolve_name(name), "checkpoint": str(res.path), "epochs": res.epochs,
                            "train_seconds": round(res.seconds, 1), **summary}))
@@ -150,6 +152,7 @@ def import_cmd(
         min=1, help="Fine-tune (and calibrate) on the first N training images only.")] = None,
     limit_test: Annotated[int | None, typer.Option(min=1, help="Test on the first N images only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    device: TrainDeviceOpt = None,
     calibrate: Annotated[bool, typer.Option(
         help="Then run the named hardware-aware calibration (as `imac calibrate`) and report the circuit "
         "fidelity's accuracy without and with it.")] = False,
@@ -188,7 +191,8 @@ def import_cmd(
     res = import_network(source, name=name, data=data, input_shape=_shape(input_shape), state_dict=state_dict,
                          class_name=class_name, epochs=epochs, lr=lr, batch_size=batch_size,
                          finetune_trunk=finetune_trunk, binarize_at=binarize_at, seed=seed, out=out,
-                         overwrite=overwrite, limit_train=limit_train, limit_test=limit_test, threads=threads)
+                         overwrite=overwrite, limit_train=limit_train, limit_test=limit_test, threads=threads,
+                         device=device)
     summary = {k: v for k, v in res.metrics.items() if k.startswith("accuracy")}
     if res.float_accuracy_as_imported is not None:  # the user's float network before any fine-tuning
         summary["accuracy_float_as_imported"] = res.float_accuracy_as_imported

@@ -14,6 +14,9 @@ from typing import Annotated, Any
 import typer
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file (the design spec).")]
+TrainDeviceOpt = Annotated[str | None, typer.Option(
+    help="torch device of the training epochs: cpu (default), cuda, cuda:1; checkpoints and final metrics "
+    "are on the CPU either way.")]
 # The named calibration's defaults (`imac calibrate`, `imac import --calibrate`): behavioural epochs,
 # then circuit-in-the-loop epochs (imac.hardware.network.calibrate).
 CALIBRATE_EPOCHS = 3

@@ -142,14 +142,19 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
                    epochs: int | None = None, lr: float = 5e-3, batch_size: int = 64,
                    finetune_trunk: bool = False, binarize_at: float | None = None, seed: int = 0,
                    out: str | Path | None = None, overwrite: bool = False, limit_train: int | None = None,
-                   limit_test: int | None = None, threads: int | None = 1, progress: bool = True) -> ImportResult:
+                   limit_test: int | None = None, threads: int | None = 1, progress: bool = True,
+                   device: str | None = None) -> ImportResult:
     """Import the network in ``source``, convert its FC head to a binary IMAC head, fine-tune it on
     ``data`` (a data spec YAML, or 'mnist'/'cifar10') and write the checkpoint (default
     ``<cache>/checkpoints/NAME.pt``).  Binary weights (``.npz`` / CSV folder) are taken as they
     are (no fine-tuning unless ``epochs`` > 0), on the flattened pixels (``binarize_at``: +1 where a
     stored value >= it; else the standardised pixels' signs).  The result carries the import's
     record (``imported.float_accuracy``: the float network as imported, on the same test images).
+    ``device``: where the fine-tuning runs (default CPU; see :mod:`imac.nn.train`).
     """
+    from imac.nn.train import training_device
+
+    training_device(device)  # an absent CUDA device is refused before anything is read
     src = Path(source).expanduser()
     if not src.exists():
         raise ConfigError(f"{source}: no such model file or folder")
@@ -158,7 +163,7 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
     n_classes = data_info(dataset).n_classes
     if _is_binary_weights(src):
         return _import_binary(src, name, dataset, net_shape, n_classes, epochs or 0, lr, batch_size, binarize_at,
-                              seed, out, overwrite, limit_train, limit_test, threads, progress)
+                              seed, out, overwrite, limit_train, limit_test, threads, progress, device)
     if binarize_at is not None:
         raise ConfigError("--binarize-at applies to binary weights without a trunk only")
     from imac.nn.importers import import_network as import_split
@@ -195,7 +200,8 @@ def import_network(source: str | Path, *, name: str, data: str | Path, input_sha
         extra["trunk_input_shape"] = list(split.input_shape)
     _register_session(ModelSpec(spec, str(src)))
     return _with_record(train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train,
-                              limit_test=limit_test, threads=threads, progress=progress, model=model, extra=extra),
+                              limit_test=limit_test, threads=threads, progress=progress, model=model, extra=extra,
+                              device=device),
                         record)
 
 
@@ -234,7 +240,8 @@ def trunk_from_program(program: Any, input_shape: tuple[int, ...] | list[int]) -
 
 def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...], n_classes: int, epochs: int,
                    lr: float, batch_size: int, binarize_at: float | None, seed: int, out: Any, overwrite: bool,
-                   limit_train: Any, limit_test: Any, threads: Any, progress: bool) -> ImportResult:
+                   limit_train: Any, limit_test: Any, threads: Any, progress: bool,
+                   device: str | None = None) -> ImportResult:
     from imac.nn.importers import read_binary_layers
 
     layers = read_binary_layers(src)
@@ -261,7 +268,7 @@ def _import_binary(src: Path, name: str, dataset: str, net_shape: tuple[int, ...
         return _with_record(_save_as_is(model, spec, record, out, overwrite, dataset, limit_test), record)
     return _with_record(train(name, seed=seed, out=out, overwrite=overwrite, limit_train=limit_train,
                               limit_test=limit_test, threads=threads, progress=progress, model=model,
-                              extra={"imported": record.__dict__}), record)
+                              extra={"imported": record.__dict__}, device=device), record)
 
 
 def _save_as_is(model: ImacNet, spec: Any, record: ImportRecord, out: Any, overwrite: bool, dataset: str,

@@ -171,7 +171,11 @@ class ImportedTrunk(nn.Module):
         self.input_shape = tuple(int(d) for d in input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.inner(x.reshape(x.shape[0], *self.input_shape))
+        x = x.reshape(x.shape[0], *self.input_shape)
+        if isinstance(self.inner, nn.Module):
+            y = self.inner(x)
+        else:  # a fixed-batch program (not a module: `.to(device)` leaves it on the CPU): run it there
+            y = self.inner(x.cpu()).to(x.device)
         return y.reshape(y.shape[0], -1)
 
     def train(self, mode: bool = True) -> ImportedTrunk:
@@ -233,11 +237,17 @@ class ImacNet(nn.Module):
         if tuple(t.shape[1:]) != self.input_shape:
             raise ShapeError(f"{self.name} takes images of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(t.shape)}")
-        return t.float()
+        return t.to(self.device).float()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters are (``model.to(device)`` moves them)."""
+        return self.mean.device
 
     def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images as stored (uint8 or float) -> the float network input (N, C, H, W), or the
-        flat +-1 pixels of a network without trunk that binarizes its input."""
+        flat +-1 pixels of a network without trunk that binarizes its input; on the network's
+        device (the images travel as stored, before the conversion to float)."""
         t = self._check_images(images)
         if self.spec.input.binarize_at is not None:
             return torch.where(t >= self.spec.input.binarize_at, 1.0, -1.0).reshape(t.shape[0], -1)
@@ -260,20 +270,19 @@ class ImacNet(nn.Module):
         if aug.crop_pad:
             p = aug.crop_pad
             padded = nn.functional.pad(x, (p, p, p, p))
-            dx = torch.randint(0, 2 * p + 1, (n,)).tolist()
+            dx = torch.randint(0, 2 * p + 1, (n,)).tolist()  # CPU draws: the same crops on every device
             dy = torch.randint(0, 2 * p + 1, (n,)).tolist()
             x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
         if aug.flip:
-            flip = torch.rand(n) < 0.5
-            x = x.clone()
-            x[flip] = x[flip].flip(3)
+            flip = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(flip, x.flip(3), x)  # no data-dependent indexing: one kernel on any device
         if cutout > 0:
             cy = torch.randint(0, h, (n, 1, 1))
             cx = torch.randint(0, w, (n, 1, 1))
             dy_ = torch.arange(h).view(1, h, 1) - cy + cutout // 2  # 0..cutout-1 inside the square
             dx_ = torch.arange(w).view(1, 1, w) - cx + cutout // 2
             inside = ((dy_ >= 0) & (dy_ < cutout)) & ((dx_ >= 0) & (dx_ < cutout))
-            x = x * ~inside.unsqueeze(1)
+            x = x * ~inside.unsqueeze(1).to(x.device)
         return x
 
     # -- forward -----------------------------------------------------------------------------

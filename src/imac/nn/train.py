@@ -6,6 +6,10 @@ on the float head where a model has one), BinaryConnect clipping after every ste
 shuffling per epoch (so a resumed run sees the same batches as an uninterrupted one), random
 crop + flip for CIFAR-10.  A checkpoint is written atomically after every epoch; the final one
 carries the full-test-set metrics and drops the optimizer state to stay small.
+
+``device`` (``imac train --device cuda``): the epochs run there; checkpoints always hold CPU
+tensors, and the final metrics (the int8 trunk included, which runs on the CPU only) are measured
+on the CPU, so they are the numbers ``imac evaluate`` gives anywhere.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def accuracies(model: ImacNet, data: Dataset, int8_trunk: torch.nn.Module | None
             x = model.prepare(data.images[i:i + EVAL_BATCH])
             preds = model.predict_variants(x, int8_trunk)
             for k, p in preds.items():
-                correct[k] = correct.get(k, 0) + int((p == labels[i:i + EVAL_BATCH]).sum())
+                correct[k] = correct.get(k, 0) + int((p.cpu() == labels[i:i + EVAL_BATCH]).sum())
             bar.update(x.shape[0])
     return {k: v / len(data) for k, v in sorted(correct.items())}
 
@@ -80,6 +84,33 @@ def calibrated_int8_trunk(model: ImacNet, train: Dataset | None = None,
         return None
     x = model.prepare(train.images[:CALIBRATION_IMAGES])
     return trunk.calibrate(x)
+
+
+def training_device(device: str | None) -> torch.device:
+    """The torch device to train on: ``None`` -> CPU; a CUDA device must be present."""
+    from imac.hardware.device import resolve_device
+
+    if device == "numpy":
+        raise ConfigError("device 'numpy' is the circuit batch's numpy path; training runs on a torch device "
+                          "(cpu, cuda, cuda:1)")
+    dev = torch.device(resolve_device(device) or "cpu")
+    backend = getattr(torch, dev.type, None)  # torch.mps, torch.xpu, ...: present on this machine?
+    if dev.type == "meta" or (dev.type != "cpu" and not (hasattr(backend, "is_available")
+                                                          and backend.is_available())):
+        raise ConfigError(f"device {device!r}: torch cannot train there on this machine (use cpu or a CUDA device)")
+    return dev
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` (tensors in dicts, lists, tuples) with every tensor on the CPU: what a checkpoint
+    holds, whatever device trained it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
 
 
 @dataclass
@@ -131,7 +162,8 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
           lr: float | None = None, data_dir: str | Path | None = None, threads: int | None = 1,
           overwrite: bool = False, progress: bool = True,
           config: dict[str, Any] | None = None, strict_data: bool = True,
-          model: ImacNet | None = None, extra: dict[str, Any] | None = None) -> TrainResult:
+          model: ImacNet | None = None, extra: dict[str, Any] | None = None,
+          device: str | None = None) -> TrainResult:
     """Train network ``name`` (a shipped or user network, or a network spec YAML path); return
     where the checkpoint went and its metrics.
 
@@ -145,12 +177,14 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     are held out and the final checkpoint holds the epoch with the best validation accuracy of the
     IMAC head (``metrics["best_epoch"]``).
     ``strict_data=False`` accepts data sets of non-official size (tests on synthetic files).
+    ``device``: where the epochs run (default CPU; see the module docstring).
     """
     from imac.nn.netspec import with_changes
 
     ms = get_spec(name)
     name = ms.name
     out = Path(out) if out is not None else default_checkpoint_path(name)
+    dev = training_device(device)
     if threads:
         torch.set_num_threads(threads)
 
@@ -192,6 +226,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     if model is None:
         model = ImacNet(net)
     model.freeze_()
+    model.to(dev)  # before the optimizer: its state lives beside the parameters
     # AdamW with zero decay is Adam: models without weight decay train as before
     opt = torch.optim.AdamW(param_groups(model, ts.weight_decay), lr=lr)
     if payload and payload.get("optimizer"):
@@ -210,7 +245,8 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     meta = {"format": FORMAT, "model": name, "network": net.model_dump(mode="json"), "seed": seed,
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "limit_train": limit_train, "validation": n_val,
             "optimizer_settings": {"name": "AdamW", **ts.model_dump(mode="json")},
-            "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}, **(extra or {})}
+            "data_sha256": {"train": train_set.sha256, "test": test_set.sha256}, "train_device": str(dev),
+            **(extra or {})}
     labels = torch.as_tensor(train_set.labels)
     n = len(train_set)
     steps = max(1, math.ceil(n / batch_size))
@@ -228,7 +264,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
                     g["lr"] = _lr_at(epoch + step / steps, epochs, lr, ts.schedule, ts.warmup)
                 idx = order[i:i + batch_size]
                 x = model.augment(model.prepare(train_set.images[idx.numpy()]))
-                y = labels[idx]
+                y = labels[idx].to(dev)
                 loss, scores = model.loss(x, y, label_smoothing=ts.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -257,6 +293,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         metrics: dict[str, Any] = {"history": history, "train_seconds": seconds}
         calibration = None
         if final:
+            model.to("cpu")  # the final metrics as every later command measures them (int8: CPU only)
             if best is not None and val_set is not None:
                 model.load_state_dict(best["state_dict"])
                 metrics.update(best_epoch=best["epoch"], val_accuracy=best["val_accuracy"])
@@ -267,10 +304,10 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
             metrics["n_test"] = len(test_set)
         save_checkpoint(out, {
             **meta, **provenance(), "epoch": epoch + 1, "metrics": metrics,
-            "state_dict": model.state_dict(),
-            "optimizer": None if final else opt.state_dict(),
+            "state_dict": to_cpu(model.state_dict()),
+            "optimizer": None if final else to_cpu(opt.state_dict()),
             "int8_calibration": calibration,
-            "best": None if final else best,
+            "best": None if final else to_cpu(best),
         })
     return TrainResult(out, metrics, epochs, seconds)
 
