@@ -37,7 +37,8 @@ def resolve_device(device: str | None) -> str | None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"unknown device {device!r}: {err}") from None
+        shown = device if len(device) <= 40 else device[:40] + "..."
+        raise ConfigError(f"unknown device {shown!r}: {str(err).splitlines()[0][:200]}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device here (use --device cpu)")
     return str(dev)
