@@ -135,3 +135,15 @@ def test_calibrate_cli_behavioural_only(mnist_available: bool, tmp_path) -> None
     assert info["circuit_epochs"] == 0 and info["history_circuit"] == [] and info["train_images"] == 256
     sidecar = json.loads(Path(info["checkpoint"]).with_suffix(".json").read_text())
     assert sidecar["calibration"]["train_images"] == 256  # readable without torch
+    # calibrating again replaces that calibration; a user's own file at the place is never replaced
+    again = runner.invoke(app, ["calibrate", "mlp-mnist", "--checkpoint", str(base), "--epochs", "1",
+                                "--circuit-epochs", "0", "--limit", "64"])
+    assert again.exit_code == 0, again.output
+    target = Path(info["checkpoint"])
+    target.unlink()
+    target.with_suffix(".json").unlink()
+    target.write_bytes(b"my notes")
+    refused = runner.invoke(app, ["calibrate", "mlp-mnist", "--checkpoint", str(base), "--epochs", "1",
+                                  "--circuit-epochs", "0", "--limit", "64"])
+    assert refused.exit_code != 0 and "not an imac checkpoint" in str(refused.exception)
+    assert target.read_bytes() == b"my notes" and not target.with_suffix(".json").exists()

@@ -167,10 +167,13 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
     (for a checkpoint shipped in the package: in the user cache, see :func:`calibration_target`)
     (``calibrated/<name>.imac-<topology>-<rows>.pt``) and returns its path and metrics."""
     from imac.hardware.aware import finetune_circuit_in_loop, finetune_hardware_aware
-    from imac.nn.checkpoint import save_checkpoint
+    from imac.nn.checkpoint import check_checkpoint_target, save_checkpoint
     from imac.nn.data import load_dataset
 
     model, path, payload = load_model(name, checkpoint)
+    dest = out or calibration_target(path, rows, spec.amplifier.topology)
+    if out is None:  # checked now, not after the fine-tuning: a recalibration replaces an earlier
+        check_checkpoint_target(dest, overwrite=True)  # calibration there, never a user's own file
     train = load_dataset(model.dataset, "train").subset(limit)
     x = imac_inputs(model, train.images)
     x_op = x[:OPERATING_POINT_IMAGES]  # = operating_point_inputs(model): the trunk is not tuned
@@ -210,7 +213,6 @@ def calibrate(name: str, spec: ImacSpec, rows: int, epochs: int = 3, checkpoint:
         "history": history,
         "history_circuit": history_circuit,
     }
-    dest = out or calibration_target(path, rows, spec.amplifier.topology)
     save_checkpoint(dest, new)
     return dest, new["calibration"]
 
