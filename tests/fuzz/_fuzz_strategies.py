@@ -10,6 +10,9 @@ Environment:
 * ``IMAC_FUZZ_BUDGET_S``: wall-clock budget of one CLI example (default 2.5 s, 4 s in a long
   run); an argument vector that starts real work longer than this is interrupted (and must
   still clean up).
+* ``IMAC_FUZZ_DB``: where a long run keeps the failing examples it found (default
+  ``.hypothesis/fuzz``, git-ignored), so the next long run replays them first: a failure seen
+  once under load is not lost with the run's output.  The derandomized tier keeps none.
 
 Failures found: each test file keeps one reproducer per failure as a plain regression case.  A
 failure reported but not yet fixed also gets a regular expression in the file's
@@ -31,6 +34,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, reject, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import UnsatisfiedAssumption
 
 from imac.config import PRESET_DIR, ImacSpec
@@ -51,7 +55,7 @@ def fuzz_settings(default_examples: int) -> settings:
     return settings(
         max_examples=_env_int("IMAC_FUZZ_EXAMPLES", default_examples),
         derandomize=not long_run,
-        database=None,
+        database=_database() if long_run else None,
         deadline=None,
         print_blob=True,
         # no explain phase: it traces every line of a failing example again and again (minutes
@@ -60,6 +64,12 @@ def fuzz_settings(default_examples: int) -> settings:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
                                HealthCheck.function_scoped_fixture],
     )
+
+
+def _database() -> DirectoryBasedExampleDatabase:
+    # absolute now: the CLI examples run with the working directory in a folder of user files
+    where = os.path.abspath(os.environ.get("IMAC_FUZZ_DB", "").strip() or ".hypothesis/fuzz")
+    return DirectoryBasedExampleDatabase(where)
 
 
 def _long_run() -> bool:
