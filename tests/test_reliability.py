@@ -4,7 +4,7 @@ config file is data, interrupts of every kind clean up, every failure is one cle
 from __future__ import annotations
 
 import os
-import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +15,7 @@ import pytest
 
 from imac.config import ImacSpec, load_spec, parse_spec
 from imac.errors import ConfigError
-from imac.ngspice import ngspice_available
+from imac.ngspice import ngspice_available, ngspice_executable
 
 IMAC = [sys.executable, "-m", "imac.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_sigkill_then_rerun_then_sigterm_of_reproduce(user_folder: Path) -> None
     # polling (CI missed all of them once); a wrapper that waits before running the real ngspice keeps
     # every run visible for seconds, with its netlist path on the command line as before.
     slow = user_folder.parent / "slow-ngspice"
-    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {shutil.which("ngspice")} "$@"\n')
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {shlex.quote(ngspice_executable())} "$@"\n')
     slow.chmod(0o755)
     env = {**os.environ, "IMAC_SPICE_TIMEOUT": "120", "IMAC_NGSPICE": str(slow)}
     first = subprocess.Popen([*IMAC, "reproduce", "--quick", "--out", str(out)], cwd=user_folder, env=env,

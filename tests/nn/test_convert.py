@@ -384,6 +384,16 @@ def test_import_calibrate_refuses_a_bad_design_at_once(digits: dict[str, Path], 
         assert out == "" and list(tmp_path.iterdir()) == [bad]
     code, _, err = _cli(capsys, *_import_args(digits, "digits-bad", "--rows", "16", "--out", str(tmp_path / "n.pt")))
     assert code == 2 and "--rows: applies with --calibrate only" in err and list(tmp_path.iterdir()) == [bad]
+    # a user's own file where the calibrated head would go: refused before the import, left as it was
+    notes = tmp_path / "calibrated" / "n.imac-difference-32.pt"
+    notes.parent.mkdir()
+    notes.write_bytes(b"my notes")
+    t0 = time.perf_counter()
+    code, out, err = _cli(capsys, *_import_args(digits, "digits-bad", "--calibrate", "--rows", "32", "--out",
+                                                str(tmp_path / "n.pt")))
+    assert time.perf_counter() - t0 < 3.0
+    assert code == 2 and "not an imac checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert notes.read_bytes() == b"my notes" and not (tmp_path / "n.pt").exists()
 
 
 def test_import_keeps_its_checkpoint_when_calibration_fails(digits: dict[str, Path], tmp_path: Path,
@@ -425,3 +435,79 @@ def test_imported_network_moves_whole_to_a_device(imported: Path) -> None:
     assert x.device.type == loss.device.type == scores.device.type == "meta"
     assert {p.grad.device.type for p in model.parameters() if p.grad is not None} == {"meta"}
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+DEVICE_BOUND_NET = """import torch
+from torch import nn
+
+
+class BoundNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc1 = nn.Linear(256, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.c(x.float()) + torch.ones(1, 4, 1, 1)  # traced with device=cpu written into the graph
+        return self.fc2(torch.relu(self.fc1(torch.relu(y).flatten(1))))
+"""
+
+
+def test_an_imported_trunk_with_the_cpu_in_its_graph_is_retargeted(digits: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """`x.float()` and tensors made in `forward` put the export device into the traced graph
+    (a dtype/device check, a `device=cpu` argument), which `.to(device)` does not rewrite: on a GPU
+    the first step would fail.  `ImacNet.to_device` re-targets the program too, keeping the trunk's
+    weights and frozen state, and back on the CPU the network computes what it did."""
+    import importlib.util
+
+    from imac.nn.checkpoint import load_checkpoint, model_from_checkpoint
+    from imac.nn.convert import import_network
+
+    (tmp_path / "bound.py").write_text(DEVICE_BOUND_NET)
+    spec = importlib.util.spec_from_file_location("bound_net", tmp_path / "bound.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    torch.manual_seed(0)
+    torch.save(mod.BoundNet().state_dict(), tmp_path / "bound.pt")
+    out = tmp_path / "bound-net.pt"
+    import_network(tmp_path / "bound.py", name="bound-net", data=digits["data"], state_dict=tmp_path / "bound.pt",
+                   epochs=1, limit_train=64, limit_test=32, out=out, progress=False)
+    model = model_from_checkpoint(load_checkpoint(out), out)
+    x = model.prepare(np.random.default_rng(0).random((3, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        before = model.features(x)
+
+    def bound_to(m: torch.nn.Module) -> set[str]:
+        graph = m.trunk.inner.graph  # type: ignore[union-attr]
+        return {str(n.kwargs["device"]) for n in graph.nodes if n.kwargs.get("device") is not None}
+
+    assert bound_to(model) == {"cpu"}
+    with pytest.raises(RuntimeError):  # what .to() alone leaves: the graph still makes CPU tensors
+        model.to("meta").loss(model.prepare(np.zeros((2, 8, 8), np.float32)), torch.zeros(2, dtype=torch.long,
+                                                                                        device="meta"))
+    model = model_from_checkpoint(load_checkpoint(out), out)
+    model.freeze_()
+    model.to_device("meta").train()
+    assert bound_to(model) == {"meta"}
+    assert not any(p.requires_grad for p in model.trunk.parameters())  # frozen stays frozen
+    loss, _ = model.loss(model.prepare(np.zeros((2, 8, 8), np.float32)), torch.zeros(2, dtype=torch.long,
+                                                                                     device="meta"))
+    loss.backward()
+    assert loss.device.type == "meta"
+    assert bound_to(model_from_checkpoint(load_checkpoint(out), out)) == {"cpu"}  # the program itself kept
+    # the rebuilt trunk carries the current (here: changed, as by --finetune-trunk) weights, not the
+    # program's own (meta tensors hold no data: this part runs CPU to CPU)
+    from imac.nn.models import retarget_trunk
+
+    model = model_from_checkpoint(load_checkpoint(out), out)
+    with torch.no_grad():
+        model.trunk.inner.c.bias.add_(0.25)  # type: ignore[union-attr, operator]
+        changed = model.features(x)
+    model.trunk.requires_grad_(False)
+    model.trunk = retarget_trunk(model.trunk, model.trunk_program, torch.device("cpu"))  # type: ignore[arg-type]
+    assert not any(p.requires_grad for p in model.trunk.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(model.features(x), changed, rtol=0, atol=0)
+    assert not torch.equal(changed, before)

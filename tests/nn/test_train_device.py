@@ -75,6 +75,7 @@ def test_flip_augmentation_is_the_same_on_every_device() -> None:
 
 
 @pytest.mark.parametrize("device, needle", [("numpy", "numpy path"), ("meta", "cannot train there"),
+                                            ("cpu:3", "no index other than 0"),
                                             ("mps", "cannot train there"), ("cuda;rm -rf ~", "unknown device"),
                                             ("", "unknown device")])
 def test_devices_torch_cannot_train_on_are_refused(device: str, needle: str) -> None:
@@ -99,6 +100,45 @@ def test_checkpoints_hold_cpu_tensors_and_name_the_device(tmp_path: Path) -> Non
     flat = to_cpu(nested)
     assert isinstance(flat["a"], list) and isinstance(flat["a"][1], tuple) and flat["b"] == "text"
     assert not flat["a"][0].requires_grad and flat["a"][1][1] == 3
+
+
+def test_an_interrupted_run_keeps_cpu_tensors_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint after a first epoch (optimizer state and best weights still in it) holds CPU
+    tensors only, the state_dict keeps its module versions, and the run resumes to the same weights
+    as an uninterrupted one."""
+    import imac.nn.train as T
+
+    data = write_mnist(tmp_path / "data" / "mnist", n_train=120, n_test=40).parent
+    kw = {"data_dir": data, "strict_data": False, "progress": False, "batch_size": 40, "epochs": 2, "seed": 2,
+          "device": "cpu"}
+    train("lenet-mnist", out=tmp_path / "whole.pt", **kw)
+    real_save = T.save_checkpoint
+
+    def save_then_die(path: Path, payload: dict) -> None:
+        real_save(path, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train("lenet-mnist", out=tmp_path / "part.pt", **kw)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    part = load_checkpoint(tmp_path / "part.pt")
+    assert part["optimizer"] is not None and part["epoch"] == 1
+    assert all(v.device.type == "cpu" for v in _tensors_in(part))
+    assert getattr(part["state_dict"], "_metadata", None)  # torch's module versions, kept by to_cpu
+    train("lenet-mnist", out=tmp_path / "part.pt", resume=True, **kw)
+    whole, resumed = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "part.pt")
+    for k, v in whole["state_dict"].items():
+        if isinstance(v, torch.Tensor):
+            torch.testing.assert_close(v, resumed["state_dict"][k])
+
+
+def test_a_gpu_index_beyond_the_devices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert training_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match=r"sees 1 CUDA device\(s\) here \(cuda:0 to cuda:0\)"):
+        training_device("cuda:7")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -395,6 +395,12 @@ def test_folder_cache_follows_resize(tmp_path: Path, isolated_cache: Path, monke
     # the default (resize: none) keeps the spec digest of specs written before resize existed
     assert "resize" not in ud._spec_digest(load_data_spec(npy_set(tmp_path / "n")))
     assert "resize" in ud._spec_digest(load_data_spec(p))
+    # a folder's digest follows the decoding rules and filter too: the same files, other pixels
+    before = ud._spec_digest(load_data_spec(p))
+    monkeypatch.setattr(ud, "DECODE_VERSION", ud.DECODE_VERSION + 1)
+    assert ud._spec_digest(load_data_spec(p)) != before
+    monkeypatch.setattr(ud, "RESAMPLE", "bicubic")
+    assert "bicubic" in ud._spec_digest(load_data_spec(p))
 
 
 def test_holdout_is_stratified_and_reproducible(tmp_path: Path) -> None:

@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("error: out of memory; try a smaller --limit or batch", err=True)
         sys.exit(2)
     except Exception as err:  # a bug: say so in one line, the traceback on request
+        if type(err).__name__ == "OutOfMemoryError" and type(err).__module__.startswith("torch"):
+            # a GPU's memory (torch's error is a RuntimeError, not a MemoryError); torch not imported here
+            typer.echo(f"error: out of device memory ({_one_line(str(err))[:160]}); try a smaller --batch-size "
+                       "or --limit, or --device cpu", err=True)
+            sys.exit(2)
         if os.environ.get("IMAC_DEBUG"):
             raise
         typer.echo(f"internal error: {type(err).__name__}: {_one_line(str(err))[:300]} "

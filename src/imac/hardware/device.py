@@ -13,6 +13,7 @@ CPU in the tests; the device itself is only named by the caller.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,12 +36,20 @@ def resolve_device(device: str | None) -> str | None:
     from imac.errors import ConfigError
 
     try:
-        dev = torch.device(device)
+        with warnings.catch_warnings():  # e.g. 'mkldnn' warns of its own deprecation before it is refused
+            warnings.simplefilter("ignore")
+            dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         shown = device if len(device) <= 40 else device[:40] + "..."
-        raise ConfigError(f"unknown device {shown!r}: {str(err).splitlines()[0][:200]}") from None
+        reason = str(err).splitlines()[0].replace(device, "the name")[:200] if str(err) else type(err).__name__
+        raise ConfigError(f"unknown device {shown!r}: {reason}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                          f"device(s) here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise ConfigError(f"device {device!r}: the CPU has no index other than 0 (use --device cpu)")
     return str(dev)
 
 

@@ -183,6 +183,25 @@ class ImportedTrunk(nn.Module):
         return self
 
 
+def retarget_trunk(trunk: ImportedTrunk, program: Any, device: torch.device) -> ImportedTrunk:
+    """``trunk`` rebuilt from its exported ``program`` with every device written into the graph
+    set to ``device`` (``torch.export.passes.move_to_device_pass``), with the trunk's current
+    weights (fine-tuned or not), their ``requires_grad`` and its mode."""
+    import copy
+
+    from torch.export.passes import move_to_device_pass
+
+    from imac.nn.convert import trunk_from_program
+
+    # a copy: the pass rewrites the program in place, and the CPU workload is read from it
+    moved = trunk_from_program(move_to_device_pass(copy.deepcopy(program), device), trunk.input_shape)
+    moved.load_state_dict(trunk.state_dict())
+    grads = {n: q.requires_grad for n, q in trunk.named_parameters()}
+    for n, q in moved.named_parameters():
+        q.requires_grad_(grads.get(n, q.requires_grad))
+    return moved.train(trunk.training)
+
+
 class ImacNet(nn.Module):
     """A network built from its :class:`~imac.nn.netspec.NetworkSpec` (see the module docstring).
 
@@ -241,8 +260,20 @@ class ImacNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the network's parameters are (``model.to(device)`` moves them)."""
+        """Where the network's parameters are (:meth:`to_device` moves them)."""
         return self.mean.device
+
+    def to_device(self, device: str | torch.device) -> ImacNet:
+        """``self.to(device)``, with an imported trunk re-targeted as well: its traced program has
+        the device it was exported on written into some operations (tensors made in ``forward``,
+        the dtype/device checks of ``x.float()``), which ``.to()`` leaves as they are.  The trunk's
+        current weights and their ``requires_grad`` are kept; a fixed-batch program (not a module)
+        stays on the CPU, where :class:`ImportedTrunk` runs it."""
+        dev = torch.device(device)
+        if (isinstance(self.trunk, ImportedTrunk) and isinstance(self.trunk.inner, nn.Module)
+                and self.trunk_program is not None and dev != self.device):
+            self.trunk = retarget_trunk(self.trunk, self.trunk_program, dev)
+        return self.to(dev)
 
     def prepare(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images as stored (uint8 or float) -> the float network input (N, C, H, W), or the

@@ -18,6 +18,7 @@ import copy
 import math
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,9 @@ def training_device(device: str | None) -> torch.device:
         raise ConfigError("device 'numpy' is the circuit batch's numpy path; training runs on a torch device "
                           "(cpu, cuda, cuda:1)")
     dev = torch.device(resolve_device(device) or "cpu")
-    backend = getattr(torch, dev.type, None)  # torch.mps, torch.xpu, ...: present on this machine?
-    if dev.type == "meta" or (dev.type != "cpu" and not (hasattr(backend, "is_available")
-                                                          and backend.is_available())):
+    # torch.mps, torch.xpu, ...: present on this machine?
+    available = getattr(getattr(torch, dev.type, None), "is_available", None)
+    if dev.type == "meta" or (dev.type != "cpu" and not (callable(available) and available())):
         raise ConfigError(f"device {device!r}: torch cannot train there on this machine (use cpu or a CUDA device)")
     return dev
 
@@ -106,8 +107,12 @@ def to_cpu(obj: Any) -> Any:
     holds, whatever device trained it."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # a state_dict is an OrderedDict with its modules' versions in _metadata
+        out: dict[Any, Any] = (OrderedDict((k, to_cpu(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict)
+                               else {k: to_cpu(v) for k, v in obj.items()})
+        if hasattr(obj, "_metadata"):  # torch's load-time upgrades read it
+            setattr(out, "_metadata", obj._metadata)  # noqa: B010  (an attribute mypy cannot know of)
+        return out
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(v) for v in obj)
     return obj
@@ -225,8 +230,8 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
     torch.manual_seed(seed)
     if model is None:
         model = ImacNet(net)
+    model.to_device(dev)  # before the optimizer: its state lives beside the parameters
     model.freeze_()
-    model.to(dev)  # before the optimizer: its state lives beside the parameters
     # AdamW with zero decay is Adam: models without weight decay train as before
     opt = torch.optim.AdamW(param_groups(model, ts.weight_decay), lr=lr)
     if payload and payload.get("optimizer"):
@@ -293,7 +298,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
         metrics: dict[str, Any] = {"history": history, "train_seconds": seconds}
         calibration = None
         if final:
-            model.to("cpu")  # the final metrics as every later command measures them (int8: CPU only)
+            model.to_device("cpu")  # the final metrics as every later command measures them (int8: CPU only)
             if best is not None and val_set is not None:
                 model.load_state_dict(best["state_dict"])
                 metrics.update(best_epoch=best["epoch"], val_accuracy=best["val_accuracy"])

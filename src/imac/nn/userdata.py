@@ -651,8 +651,10 @@ def holdout_indices(labels: np.ndarray, test_fraction: float, seed: int, classes
 
 def _spec_digest(spec: DataSpec) -> str:
     data = spec.model_dump(mode="json")
-    if data.get("resize") == "none":  # the default leaves digests of specs older than resize as they were
+    if data.get("resize") == "none":  # the default leaves digests of array specs as they were
         del data["resize"]
+    if spec.format == "folder":  # the same files decode to other pixels under other rules or filter
+        data["decode"] = {"version": DECODE_VERSION, "resample": RESAMPLE}
     return json.dumps(data, sort_keys=True)
 
 
