@@ -165,3 +165,19 @@ def test_training_on_the_gpu_matches_the_cpu_closely(tmp_path: Path) -> None:
     gpu = train("lenet-mnist", out=tmp_path / "gpu.pt", device="cuda", **kw)
     assert load_checkpoint(tmp_path / "gpu.pt")["train_device"].startswith("cuda")
     assert abs(cpu.metrics["accuracy"] - gpu.metrics["accuracy"]) <= 0.1
+
+
+def test_gpu_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch's OutOfMemoryError is a RuntimeError (not a MemoryError): a user's problem, not a bug."""
+    import imac.cli
+    import imac.nn.train as T
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(T, "train", oom)
+    with pytest.raises(SystemExit) as exc:
+        imac.cli.main(["train", "mlp-mnist"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("error: out of device memory"), err
+    assert "--batch-size" in err and "internal error" not in err
