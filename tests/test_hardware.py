@@ -168,12 +168,13 @@ def test_hardware_aware_forward_equals_behavioral_fidelity(rng: np.random.Genera
     np.testing.assert_allclose(y, run_batch(net, x)[-1]["y"], atol=1e-6)  # both converge gains to 1e-6
 
 
-def test_loaded_neuron_newton_solve_satisfies_kcl(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("rows", [8, 2])  # 2: 21 lines in 11 partitions, the last one the bias line alone
+def test_loaded_neuron_newton_solve_satisfies_kcl(rng: np.random.Generator, rows: int) -> None:
     # hidden-layer lines driven by neurons with their nonlinear output I-V: the solved node
     # voltages must satisfy KCL with the ngspice table current, and the layer's outputs follow
     layers = random_layers(rng, [40, 20, 6], scale=0.4)
     curve = default_neuron_curve()
-    net = compile_network(map_network(layers, rows=8, cols=8), curve, "circuit",
+    net = compile_network(map_network(layers, rows=rows, cols=8), curve, "circuit",
                           x_op=rng.choice([-1.0, 1.0], (64, 40)))
     x = rng.choice([-1.0, 1.0], (30, 40))
     out = run_batch(net, x)

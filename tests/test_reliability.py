@@ -264,3 +264,20 @@ def test_sigkill_then_rerun_then_sigterm_of_reproduce(user_folder: Path) -> None
     assert sorted(p.name for p in out.parent.iterdir()) == []  # no lock file, nothing
     assert _wait_for(lambda: not _ngspice_children(second.pid), 10)
     assert tree(user_folder / "thesis") == {"main.tex": b"years of work"}
+
+
+def test_training_leaves_nothing_in_the_system_temp_folder(mnist_available: bool, user_folder: Path,
+                                                          tmp_path: Path) -> None:
+    """torch's optimizers import torch._dynamo, which makes `$TMPDIR/torchinductor_$USER` at import
+    (found by the fuzz tier): the CLI points that cache into imac's own cache folder."""
+    sys_tmp, cache = tmp_path / "sys-tmp", tmp_path / "cache"
+    sys_tmp.mkdir()
+    env = {"TMPDIR": str(sys_tmp), "IMAC_CACHE_DIR": str(cache)}
+    env_without = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    res = subprocess.run([*IMAC, "train", "mlp-mnist", "--epochs", "1", "--limit-train", "64", "--limit-test", "16",
+                          "--out", "runs/x.pt"], cwd=user_folder, capture_output=True, text=True, timeout=600,
+                         env={**env_without, **env}, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(sys_tmp.iterdir()) == []
+    assert (cache / "torch").is_dir()
+    assert sorted(p.name for p in user_folder.iterdir()) == ["data.csv", "runs", "thesis"]

@@ -66,6 +66,16 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _torch_cache_in_ours() -> None:
+    """torch's optimizers import torch._dynamo, which makes its compile cache folder at import
+    time (``$TMPDIR/torchinductor_$USER`` by default): a command would leave a folder outside its
+    output.  Unless the user chose one, that cache goes inside imac's own cache folder."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from imac.io import cache_dir
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torch")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a user's mistake is one line on stderr and exit code 2; an interrupt exits
     128 + the signal number after cleaning up; anything else is an internal error (exit 70),
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _raise_terminated)
     _received.clear()
+    _torch_cache_in_ours()
     try:
         code = app(args=argv, prog_name="imac", standalone_mode=False)
     except typer.Abort:

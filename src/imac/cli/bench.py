@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from imac.cli.app import app
-from imac.cli.options import ColsOpt, ConfigOpt, JsonOpt, RowsOpt, design, report
+from imac.cli.options import ColsOpt, ConfigOpt, JsonOpt, RowsOpt, design, report, seed_option
 
 bench_app = typer.Typer(help="Benchmarks that print ratios against same-run references.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -19,7 +19,7 @@ def bench_xbar_cmd(
     cols: ColsOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Input vectors for the solver.")] = 100,
     spice_batch: Annotated[int, typer.Option(min=0, help="Of those, how many ngspice solves.")] = 2,
-    seed: int = 0,
+    seed: Annotated[int, seed_option("Seed of the random input vectors and weights.")] = 0,
     config: ConfigOpt = "paper",
     as_json: JsonOpt = False,
 ) -> None:

@@ -23,6 +23,7 @@ from imac.cli.options import (
     design,
     report,
     say,
+    seed_option,
     with_data,
 )
 
@@ -73,7 +74,7 @@ def calibrate_cmd(
     config: ConfigOpt = "paper",
     checkpoint: Annotated[Path | None, typer.Option(help="Base checkpoint file.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="First N training images only.")] = None,
-    seed: int = 0,
+    seed: Annotated[int, seed_option("Seed of the fine-tuning.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Where to write the calibrated checkpoint.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:

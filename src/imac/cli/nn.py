@@ -23,6 +23,7 @@ from imac.cli.options import (
     TrainDeviceOpt,
     design,
     say,
+    seed_option,
     with_data,
 )
 from imac.errors import ConfigError
@@ -34,7 +35,7 @@ def train_cmd(
         help="Network name (see list-models) or a network spec YAML (see docs/networks.md).")],
     epochs: Annotated[int | None, typer.Option(help="Total epochs (default: model's).")]
     = None,
-    seed: Annotated[int, typer.Option(help="Seed of init, data order, augmentation.")] = 0,
+    seed: Annotated[int, seed_option("Seed of init, data order, augmentation.")] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Checkpoint path (default: <cache>/checkpoints/NAME.pt).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the checkpoint at --out.")] = False,
@@ -146,7 +147,7 @@ def import_cmd(
     binarize_at: Annotated[float | None, typer.Option(
         help="Binary weights only: +1 where a stored pixel value >= this (default: sign of standardised pixels).")]
     = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fine-tuning (and of the calibration).")] = 0,
+    seed: Annotated[int, seed_option("Seed of the fine-tuning (and of the calibration).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path (default: <cache>/checkpoints/NAME.pt).")] = None,
     limit_train: Annotated[int | None, typer.Option(
         min=1, help="Fine-tune (and calibrate) on the first N training images only.")] = None,

@@ -17,6 +17,14 @@ ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or Y
 TrainDeviceOpt = Annotated[str | None, typer.Option(
     help="torch device of the training epochs: cpu (default), cuda, cuda:1; checkpoints and final metrics "
     "are on the CPU either way.")]
+MAX_SEED = 2**31 - 1  # numpy refuses negative seeds; training derives per-epoch seeds from it
+
+
+def seed_option(help_text: str) -> Any:
+    """A ``--seed`` option: 0 to 2^31 - 1."""
+    return typer.Option(min=0, max=MAX_SEED, help=help_text)
+
+
 # The named calibration's defaults (`imac calibrate`, `imac import --calibrate`): behavioural epochs,
 # then circuit-in-the-loop epochs (imac.hardware.network.calibrate).
 CALIBRATE_EPOCHS = 3

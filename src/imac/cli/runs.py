@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from imac.cli.app import app
-from imac.cli.options import ColsOpt, ConfigOpt, OverwriteOpt, RowsOpt, design, say
+from imac.cli.options import ColsOpt, ConfigOpt, OverwriteOpt, RowsOpt, design, say, seed_option
 
 
 @app.command("reproduce")
@@ -33,7 +33,7 @@ def demo(
     config: ConfigOpt = "paper",
     rows: RowsOpt = None,
     cols: ColsOpt = None,
-    seed: int = 0,
+    seed: Annotated[int, seed_option("Seed of the demo's random weights and inputs.")] = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The circuit demo: neuron in ngspice + fit, one subarray by solver and ngspice."""

@@ -450,7 +450,9 @@ def _loaded_solver(lm: LayerMap, cl: CompiledLayer, curve: NeuronCurve, v_dd: fl
     den = g_bias + Y[n, n]
     y_red = Y[:n, :n] - np.outer(Y[:n, n], Y[n, :n]) / den
     a_red = cl.A_drv[:, :n] - np.outer(cl.A_drv[:, n], Y[n, :n]) / den
-    blocks = [t.input_idx for t in lm.tiles if t.v == 0]
+    # the data lines of each horizontal partition (the bias line is eliminated above); with 2-row
+    # subarrays the last partition can hold the bias line alone: no data line, no block
+    blocks = [t.input_idx for t in lm.tiles if t.v == 0 and len(t.input_idx)]
     if any(not np.array_equal(k, np.arange(k[0], k[-1] + 1)) for k in blocks):
         raise ConfigError("the loaded-neuron solve needs each horizontal partition on consecutive lines")
     u = np.zeros((n, len(blocks)))
