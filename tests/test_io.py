@@ -233,3 +233,46 @@ def test_atomic_write_is_visible_only_complete(tmp_path: Path, monkeypatch: pyte
     atomic_write_bytes(p, data)
     assert seen["src"] == data
     assert p.read_bytes() == data
+
+
+def test_cache_off_writes_nothing_where_the_user_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       mnist_available: bool) -> None:
+    """IMAC_CACHE_DIR=off once made a folder named `off` in the working directory (data caches);
+    now the process keeps a throw-away cache in the system temp folder, removed when it exits, and
+    a checkpoint that would land in the cache asks for --out instead of vanishing."""
+    import subprocess
+    import sys
+    import tempfile
+
+    work, sys_tmp = tmp_path / "work", tmp_path / "sys-tmp"
+    work.mkdir()
+    sys_tmp.mkdir()
+    env = {**os.environ, "IMAC_CACHE_DIR": "off", "TMPDIR": str(sys_tmp)}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    imac = [sys.executable, "-m", "imac.cli"]
+    res = subprocess.run([*imac, "simulate", "mlp-mnist", "--limit", "20", "--fidelity", "circuit"], cwd=work,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(work.iterdir()) == [] and list(sys_tmp.iterdir()) == []  # its cache went with it
+    res = subprocess.run([*imac, "train", "mlp-mnist", "--epochs", "1", "--limit-train", "16"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "IMAC_CACHE_DIR is off" in res.stderr and "--out" in res.stderr
+    assert list(work.iterdir()) == [] and list(sys_tmp.iterdir()) == []
+    # in this process: the tile cache is memory only, the rest in a folder of this process
+    monkeypatch.setenv("IMAC_CACHE_DIR", "OFF ")
+    monkeypatch.setattr(tempfile, "tempdir", str(sys_tmp))
+    monkeypatch.setattr(imac_io, "_SESSION_CACHE", [])
+    from imac.hardware.tiles import cache_dir as tile_cache_dir
+
+    assert imac_io.cache_disabled() and tile_cache_dir() is None
+    here = imac_io.cache_dir()
+    assert here.parent == sys_tmp and here.name.startswith(f"imac-cache-{os.getpid()}-") and here.is_dir()
+    assert imac_io.cache_dir() == here  # one per process
+    # the leftover of a killed process is removed by the next one that needs such a folder
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = sys_tmp / f"imac-cache-{dead.pid}-abcd"
+    stale.mkdir()
+    monkeypatch.setattr(imac_io, "_SESSION_CACHE", [])
+    imac_io.cache_dir()
+    assert not stale.exists()

@@ -28,11 +28,44 @@ _PARTIAL = "imac-partial-"  # hidden temp folders: .<name>.imac-partial-XXXX bes
 _OLD = "imac-old-"  # a replaced run directory, renamed aside until the new one is in place
 
 
+CACHE_OFF = ("off", "none", "0")  # IMAC_CACHE_DIR values that turn the disk cache off
+SESSION_CACHE_PREFIX = "imac-cache-"  # <prefix><pid>-XXXX in the system temp folder
+_SESSION_CACHE: list[Path] = []  # this process's throw-away cache while the cache is off
+
+
+def cache_disabled() -> bool:
+    """``IMAC_CACHE_DIR=off`` (or ``none``, ``0``): nothing is kept between runs."""
+    return os.environ.get("IMAC_CACHE_DIR", "").strip().lower() in CACHE_OFF
+
+
 def cache_dir() -> Path:
     """User cache folder: ``IMAC_CACHE_DIR`` or ``~/.cache/imac`` (data caches, neuron
-    characterizations, solved tiles: everything there can be deleted and is made again)."""
-    env = os.environ.get("IMAC_CACHE_DIR")
+    characterizations, solved tiles: everything there can be deleted and is made again).
+
+    With the cache off (:func:`cache_disabled`), a temporary folder of this process
+    (``imac-cache-<pid>-XXXX`` in the system temp folder) removed when it exits, never a folder
+    named ``off`` in the working directory; solved tiles then stay in memory only."""
+    if cache_disabled():
+        return _session_cache()
+    env = os.environ.get("IMAC_CACHE_DIR", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
+
+
+def _session_cache() -> Path:
+    if not _SESSION_CACHE or not _SESSION_CACHE[0].is_dir():
+        import atexit
+
+        from imac.ngspice import remove_stale_temp_dirs
+
+        try:
+            remove_stale_temp_dirs()  # those of killed processes, this prefix included
+        except OSError:
+            pass
+        path = Path(tempfile.mkdtemp(prefix=f"{SESSION_CACHE_PREFIX}{os.getpid()}-"))
+        atexit.register(shutil.rmtree, path, True)
+        _SESSION_CACHE[:] = [path]
+    return _SESSION_CACHE[0]
+
 
 
 def _umask() -> int:

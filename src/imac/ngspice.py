@@ -42,7 +42,8 @@ _ERROR_PATTERNS = re.compile(
 
 
 TIMEOUT_ENV = "IMAC_SPICE_TIMEOUT"  # seconds; set by `imac --spice-timeout`, read by every ngspice run
-TEMP_PREFIXES = ("imac-spice-", "imac-net-")  # temp folders of runs: <prefix><pid>-XXXX in the temp dir
+TEMP_PREFIXES = ("imac-spice-", "imac-net-", "imac-cache-")  # temp folders of runs: <prefix><pid>-XXXX in
+# the temp dir (imac-cache-: the throw-away cache of a process run with IMAC_CACHE_DIR=off)
 
 
 def spice_timeout_s(default: float) -> float:
@@ -210,7 +211,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_dirs() -> None:
-    """Remove ngspice temp folders of imac processes that no longer exist (killed runs)."""
+    """Remove the temp folders of imac processes that no longer exist (killed runs)."""
     tmp_root = Path(tempfile.gettempdir())
     for prefix in TEMP_PREFIXES:
         for p in tmp_root.glob(f"{prefix}*"):

@@ -178,13 +178,13 @@ def import_cmd(
         # the design is checked now, not after minutes of fine-tuning: the spec and its overrides,
         # and the neuron it calibrates through (shipped, cached, or characterized now in ngspice)
         from imac.hardware.network import calibration_target, hardware_curve
-        from imac.nn.checkpoint import check_checkpoint_target, default_checkpoint_path
+        from imac.nn.checkpoint import cache_checkpoint_target, check_checkpoint_target
         from imac.nn.train import training_device
 
         training_device(device)
         spec = design(config, rows)
         # where the calibrated head will go: a user's own file there stops the import now, not after it
-        base = out.expanduser() if out is not None else default_checkpoint_path(name)
+        base = out.expanduser() if out is not None else cache_checkpoint_target(name)
         check_checkpoint_target(calibration_target(base, spec.subarray.rows, spec.amplifier.topology),
                                 overwrite=True)
         hardware_curve(spec)

@@ -91,11 +91,11 @@ def calibrated_path(path: Path, rows: int, topology: str) -> Path:
 def calibration_target(path: Path, rows: int, topology: str) -> Path:
     """Where ``imac calibrate`` writes by default: beside the base, or the user cache for a
     checkpoint shipped in the package."""
-    from imac.nn.checkpoint import default_checkpoint_path, is_shipped
+    from imac.nn.checkpoint import cache_checkpoint_target, is_shipped
 
     name = f"{path.stem}.imac-{topology}-{rows}.pt"
     if is_shipped(path):
-        return default_checkpoint_path(path.stem).parent / "calibrated" / name
+        return cache_checkpoint_target(path.stem, "the calibrated head").parent / "calibrated" / name
     return path.parent / "calibrated" / name
 
 

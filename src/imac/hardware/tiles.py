@@ -299,10 +299,9 @@ def solve_tile(red: TileReduction, sub: Subarray) -> TileSolution:
 def cache_dir() -> Path | None:
     """Where reductions are kept on disk: ``$IMAC_CACHE_DIR`` or ``~/.cache/imac``; None when
     ``IMAC_CACHE_DIR`` is ``off`` (memory only)."""
-    env = os.environ.get("IMAC_CACHE_DIR")
-    if env is not None and env.strip().lower() in ("", "off", "none", "0"):
-        return None
-    return Path(env) if env else Path.home() / ".cache" / "imac"
+    from imac import io
+
+    return None if io.cache_disabled() else io.cache_dir()
 
 
 class TileCache:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import imac
-from imac.errors import DataError
+from imac.errors import ConfigError, DataError
 from imac.io import atomic_write_bytes, atomic_write_text
 from imac.nn.data import cache_dir
 from imac.provenance import git_revision
@@ -50,7 +50,19 @@ def provenance() -> dict[str, Any]:
 
 
 def default_checkpoint_path(name: str) -> Path:
+    """Where network ``name``'s checkpoint is looked for in the user cache."""
     return cache_dir() / "checkpoints" / f"{name}.pt"
+
+
+def cache_checkpoint_target(name: str, what: str = "the checkpoint") -> Path:
+    """:func:`default_checkpoint_path` as a place to write: refused while the cache is off
+    (``IMAC_CACHE_DIR=off``), where it would be deleted when the command ends."""
+    from imac.io import cache_disabled
+
+    if cache_disabled():
+        raise ConfigError(f"IMAC_CACHE_DIR is off, so {what} of {name} would have no place to stay: give --out "
+                          "PATH, or set IMAC_CACHE_DIR to a folder")
+    return default_checkpoint_path(name)
 
 
 def shipped_dir() -> Path:

@@ -276,15 +276,15 @@ def _save_as_is(model: ImacNet, spec: Any, record: ImportRecord, out: Any, overw
     """The binary weights as given, evaluated on the test set, written as a checkpoint."""
     from imac.nn.checkpoint import (
         FORMAT,
+        cache_checkpoint_target,
         check_checkpoint_target,
-        default_checkpoint_path,
         provenance,
         save_checkpoint,
     )
     from imac.nn.data import load_dataset
     from imac.nn.train import accuracies
 
-    path = Path(out) if out is not None else default_checkpoint_path(spec.name)
+    path = Path(out) if out is not None else cache_checkpoint_target(spec.name)
     check_checkpoint_target(path, overwrite)
     test = load_dataset(dataset, "test").subset(limit_test)
     metrics = {**accuracies(model, test), "n_test": len(test), "history": [], "train_seconds": 0.0}

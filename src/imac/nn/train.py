@@ -28,8 +28,8 @@ import torch
 from imac.errors import ConfigError, DataError
 from imac.nn.checkpoint import (
     FORMAT,
+    cache_checkpoint_target,
     check_checkpoint_target,
-    default_checkpoint_path,
     find_checkpoint,
     load_checkpoint,
     model_from_checkpoint,
@@ -188,7 +188,7 @@ def train(name: str, epochs: int | None = None, seed: int = 0, out: str | Path |
 
     ms = get_spec(name)
     name = ms.name
-    out = Path(out) if out is not None else default_checkpoint_path(name)
+    out = Path(out) if out is not None else cache_checkpoint_target(name)
     dev = training_device(device)
     if threads:
         torch.set_num_threads(threads)
