@@ -281,3 +281,9 @@ def test_training_leaves_nothing_in_the_system_temp_folder(mnist_available: bool
     assert list(sys_tmp.iterdir()) == []
     assert (cache / "torch").is_dir()
     assert sorted(p.name for p in user_folder.iterdir()) == ["data.csv", "runs", "thesis"]
+
+
+def test_a_cache_folder_in_an_unknown_home_is_one_line(user_folder: Path) -> None:
+    res = run_imac("list-models", cwd=user_folder, env={"IMAC_CACHE_DIR": "~nouser-imac/x"})
+    assert_one_line_error(res, "IMAC_CACHE_DIR", "give an absolute folder")
+    assert sorted(p.name for p in user_folder.iterdir()) == ["data.csv", "thesis"]

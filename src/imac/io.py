@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from imac.errors import OutputError, OutputExistsError
+from imac.errors import ConfigError, OutputError, OutputExistsError
 
 MARKER = ".imac-run.json"  # written into every run directory and export; --overwrite needs it
 _PARTIAL = "imac-partial-"  # hidden temp folders: .<name>.imac-partial-XXXX beside the target
@@ -48,7 +48,10 @@ def cache_dir() -> Path:
     if cache_disabled():
         return _session_cache()
     env = os.environ.get("IMAC_CACHE_DIR", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
+    try:
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "imac"
+    except RuntimeError as err:  # `~user` of no such user, or no home folder at all
+        raise ConfigError(f"IMAC_CACHE_DIR={env[:200]!r}: {err} (give an absolute folder)") from None
 
 
 def _session_cache() -> Path:

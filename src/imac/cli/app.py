@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _raise_terminated)
     _received.clear()
-    _torch_cache_in_ours()
     try:
+        _torch_cache_in_ours()
         code = app(args=argv, prog_name="imac", standalone_mode=False)
     except typer.Abort:
         _exit_interrupted(_received[0] if _received else signal.SIGINT)
