@@ -73,7 +73,12 @@ def _torch_cache_in_ours() -> None:
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         from imac.io import cache_dir
 
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torch")
+        target = cache_dir() / "torch"
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError:  # an unusable cache folder (caches are best effort): torch keeps its own
+            return
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(target)
 
 
 def main(argv: list[str] | None = None) -> None:
