@@ -6,11 +6,13 @@ import gzip
 import io
 import pickle
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from imac.nn.data import CIFAR10_CLASSES, repo_root
 
@@ -124,3 +126,15 @@ def small_vgg(hidden: list[int]) -> Any:
     from imac.nn.models import build_model
 
     return build_model("vgg11-cifar10", {"trunk": [*layers, "flatten"], "head.hidden": hidden})
+
+
+def tensors_in(obj: object) -> Iterator[torch.Tensor]:
+    """Every tensor in a checkpoint payload (dicts, lists, tuples)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v)

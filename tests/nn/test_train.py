@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import small_vgg, write_cifar_tar, write_mnist
+from conftest import small_vgg, tensors_in, write_cifar_tar, write_mnist
 from imac.errors import DataError, OutputExistsError
 from imac.nn.checkpoint import find_checkpoint, load_checkpoint, metrics_path
 from imac.nn.data import CIFAR10_JPEG_TAR
@@ -49,7 +49,7 @@ def test_resume_is_deterministic(tiny_mnist: Path, tmp_path: Path,
     import imac.nn.train as T
 
     kw = {"data_dir": tiny_mnist, "strict_data": False, "progress": False, "seed": 1,
-          "limit_train": 100, "epochs": 2}
+          "limit_train": 100, "epochs": 2, "device": "cpu"}
     train("lenet-mnist", out=tmp_path / "a.pt", **kw)
     # the same run interrupted right after its first checkpoint, then resumed
     real_save = T.save_checkpoint
@@ -62,7 +62,12 @@ def test_resume_is_deterministic(tiny_mnist: Path, tmp_path: Path,
     with pytest.raises(KeyboardInterrupt):
         train("lenet-mnist", out=tmp_path / "b.pt", **kw)
     monkeypatch.setattr(T, "save_checkpoint", real_save)
-    assert load_checkpoint(tmp_path / "b.pt")["optimizer"] is not None
+    part = load_checkpoint(tmp_path / "b.pt")
+    assert part["optimizer"] is not None and part["train_device"] == "cpu"
+    # what any device leaves (the optimizer state and best weights included): CPU tensors, and the
+    # state_dict's module versions (torch's load-time upgrades read them)
+    assert all(v.device.type == "cpu" for v in tensors_in(part))
+    assert getattr(part["state_dict"], "_metadata", None)
     train("lenet-mnist", out=tmp_path / "b.pt", resume=True, **kw)
     a = load_checkpoint(tmp_path / "a.pt")
     b = load_checkpoint(tmp_path / "b.pt")

@@ -7,14 +7,13 @@ an operation raises, so a training step that runs on meta has no tensor left beh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import small_vgg, write_mnist
+from conftest import small_vgg, tensors_in, write_mnist
 from imac.errors import ConfigError
 from imac.nn.checkpoint import load_checkpoint
 from imac.nn.models import ImacNet, build_model
@@ -26,17 +25,6 @@ def _stray_tensors(model: torch.nn.Module) -> list[str]:
     return [f"{mn}.{k}" for mn, mod in model.named_modules() for k, v in vars(mod).items()
             if isinstance(v, torch.Tensor)
             and k not in dict(mod.named_parameters(recurse=False)) | dict(mod.named_buffers(recurse=False))]
-
-
-def _tensors_in(obj: object) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors_in(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors_in(v)
 
 
 @pytest.mark.parametrize("name", ["mlp-mnist", "lenet-mnist", "vgg"])
@@ -94,43 +82,12 @@ def test_checkpoints_hold_cpu_tensors_and_name_the_device(tmp_path: Path) -> Non
     train("mlp-mnist", epochs=1, device="cpu", **kw)
     payload = load_checkpoint(out)
     assert payload["train_device"] == "cpu"
-    tensors = list(_tensors_in(payload))
+    tensors = list(tensors_in(payload))
     assert tensors and all(v.device.type == "cpu" for v in tensors)
     nested = {"a": [torch.ones(2, requires_grad=True), (torch.zeros(1), 3)], "b": "text"}
     flat = to_cpu(nested)
     assert isinstance(flat["a"], list) and isinstance(flat["a"][1], tuple) and flat["b"] == "text"
     assert not flat["a"][0].requires_grad and flat["a"][1][1] == 3
-
-
-def test_an_interrupted_run_keeps_cpu_tensors_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The checkpoint after a first epoch (optimizer state and best weights still in it) holds CPU
-    tensors only, the state_dict keeps its module versions, and the run resumes to the same weights
-    as an uninterrupted one."""
-    import imac.nn.train as T
-
-    data = write_mnist(tmp_path / "data" / "mnist", n_train=120, n_test=40).parent
-    kw = {"data_dir": data, "strict_data": False, "progress": False, "batch_size": 40, "epochs": 2, "seed": 2,
-          "device": "cpu"}
-    train("lenet-mnist", out=tmp_path / "whole.pt", **kw)
-    real_save = T.save_checkpoint
-
-    def save_then_die(path: Path, payload: dict) -> None:
-        real_save(path, payload)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train("lenet-mnist", out=tmp_path / "part.pt", **kw)
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
-    part = load_checkpoint(tmp_path / "part.pt")
-    assert part["optimizer"] is not None and part["epoch"] == 1
-    assert all(v.device.type == "cpu" for v in _tensors_in(part))
-    assert getattr(part["state_dict"], "_metadata", None)  # torch's module versions, kept by to_cpu
-    train("lenet-mnist", out=tmp_path / "part.pt", resume=True, **kw)
-    whole, resumed = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "part.pt")
-    for k, v in whole["state_dict"].items():
-        if isinstance(v, torch.Tensor):
-            torch.testing.assert_close(v, resumed["state_dict"][k])
 
 
 def test_a_gpu_index_beyond_the_devices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
