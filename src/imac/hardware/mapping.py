@@ -40,8 +40,22 @@ from imac.errors import ConfigError, ShapeError
 MAX_SUBARRAY_SIDE = 4096
 
 
+class WeightShape:
+    """``fan_in`` / ``fan_out`` of a layer held as an (out, in) ``weight`` matrix."""
+
+    weight: np.ndarray
+
+    @property
+    def fan_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def fan_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
 @dataclass(frozen=True)
-class BinaryLayer:
+class BinaryLayer(WeightShape):
     """One binary FC layer as trained.
 
     weight: (fan_out, fan_in) in {-1, +1}; bias: (fan_out,) in {-1, +1} or None;
@@ -64,13 +78,6 @@ class BinaryLayer:
         if not (math.isfinite(self.volts_per_unit_sum) and self.volts_per_unit_sum > 0):
             raise ConfigError(f"volts_per_unit_sum must be positive, got {self.volts_per_unit_sum}")
 
-    @property
-    def fan_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def fan_out(self) -> int:
-        return int(self.weight.shape[0])
 
     def raw_sum(self, x: np.ndarray) -> np.ndarray:
         """Raw sums (batch, fan_out) for inputs x (batch, fan_in) in units of V_DD."""

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from imac.errors import ConfigError, DataError, ShapeError
+from imac.hardware.mapping import BinaryLayer, WeightShape
 
 Layout = Literal["auto", "out_in", "in_out"]
 
@@ -30,25 +31,15 @@ _NUM = re.compile(r"(\d+)")
 
 
 @dataclass
-class BinaryWeights:
+class BinaryWeights(WeightShape):
     """One binary FC layer: weight (out, in) and bias (out,) in {-1, +1}."""
 
     weight: np.ndarray
     bias: np.ndarray | None
     name: str
 
-    @property
-    def fan_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def fan_out(self) -> int:
-        return int(self.weight.shape[0])
-
     def to_layer(self, volts_per_unit_sum: float) -> object:
         """As an :class:`imac.hardware.mapping.BinaryLayer`."""
-        from imac.hardware.mapping import BinaryLayer
-
         return BinaryLayer(self.weight, self.bias, volts_per_unit_sum=volts_per_unit_sum)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imac.errors import ConfigError
+from imac.hardware.mapping import WeightShape
 from imac.nn.importers.graph import (
     ACTIVATIONS,
     SOFTMAX,
@@ -44,21 +45,13 @@ SOURCES = ("pytorch", "torchscript", "torch.export", "onnx")
 
 
 @dataclass
-class FloatFC:
+class FloatFC(WeightShape):
     """One fully-connected layer of the user's float head."""
 
     weight: np.ndarray  # (out, in) float64
     bias: np.ndarray | None  # (out,)
     activation: str | None  # element-wise activation AFTER this layer (None: none, e.g. the logits)
     name: str  # the layer's name in the user's graph (module path or node name)
-
-    @property
-    def fan_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def fan_out(self) -> int:
-        return int(self.weight.shape[0])
 
 
 @dataclass
