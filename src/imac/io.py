@@ -70,7 +70,6 @@ def _session_cache() -> Path:
     return _SESSION_CACHE[0]
 
 
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

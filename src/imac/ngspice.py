@@ -29,6 +29,7 @@ import numpy as np
 
 from imac.config import check_netlist_path
 from imac.errors import ConfigError, ModelCardNotFoundError, SpiceError, SpiceNotFoundError
+from imac.io import SESSION_CACHE_PREFIX
 
 INSTALL_HINT = (
     "ngspice is not installed or not on PATH; install it with `apt-get install -y ngspice` "
@@ -42,8 +43,9 @@ _ERROR_PATTERNS = re.compile(
 
 
 TIMEOUT_ENV = "IMAC_SPICE_TIMEOUT"  # seconds; set by `imac --spice-timeout`, read by every ngspice run
-TEMP_PREFIXES = ("imac-spice-", "imac-net-", "imac-cache-")  # temp folders of runs: <prefix><pid>-XXXX in
-# the temp dir (imac-cache-: the throw-away cache of a process run with IMAC_CACHE_DIR=off)
+# temp folders of runs: <prefix><pid>-XXXX in the temp dir (and the throw-away cache of a process run
+# with IMAC_CACHE_DIR=off)
+TEMP_PREFIXES = ("imac-spice-", "imac-net-", SESSION_CACHE_PREFIX)
 
 
 def spice_timeout_s(default: float) -> float:

@@ -78,7 +78,6 @@ class BinaryLayer(WeightShape):
         if not (math.isfinite(self.volts_per_unit_sum) and self.volts_per_unit_sum > 0):
             raise ConfigError(f"volts_per_unit_sum must be positive, got {self.volts_per_unit_sum}")
 
-
     def raw_sum(self, x: np.ndarray) -> np.ndarray:
         """Raw sums (batch, fan_out) for inputs x (batch, fan_in) in units of V_DD."""
         s = np.asarray(x, dtype=float) @ self.weight.T

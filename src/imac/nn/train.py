@@ -95,9 +95,9 @@ def training_device(device: str | None) -> torch.device:
         raise ConfigError("device 'numpy' is the circuit batch's numpy path; training runs on a torch device "
                           "(cpu, cuda, cuda:1)")
     dev = torch.device(resolve_device(device) or "cpu")
-    # torch.mps, torch.xpu, ...: present on this machine?
+    # torch.cuda, torch.mps, torch.xpu, ...: present on this machine? (meta and the like have no module)
     available = getattr(getattr(torch, dev.type, None), "is_available", None)
-    if dev.type == "meta" or (dev.type != "cpu" and not (callable(available) and available())):
+    if dev.type != "cpu" and not (callable(available) and available()):
         raise ConfigError(f"device {device!r}: torch cannot train there on this machine (use cpu or a CUDA device)")
     return dev
 
